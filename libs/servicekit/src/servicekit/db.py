@@ -1,0 +1,51 @@
+"""PostgreSQL pools on asyncpg, with statement timing and safe session defaults.
+
+Pools are bounded (total connections <= instances x max_size) and every connection refuses to idle
+inside a transaction for long, so a stuck client cannot hold the xmin horizon and slow `SKIP LOCKED` polls.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from servicekit import metrics, settings
+
+_SERVER_SETTINGS = {"idle_in_transaction_session_timeout": "30000", "application_name": "sagaline"}
+
+
+def _observe(query: Any) -> None:
+    operation = query.query.lstrip().split(None, 1)[0].lower() if query.query.strip() else "unknown"
+    if operation not in {"select", "insert", "update", "delete", "with", "begin", "commit", "rollback"}:
+        operation = "other"
+    metrics.DB_QUERY_DURATION.labels(operation).observe(query.elapsed)
+
+
+async def _init_connection(connection: asyncpg.Connection) -> None:
+    connection.add_query_logger(_observe)
+
+
+async def create_pool(config: settings.DatabaseSettings, application_name: str = "sagaline") -> asyncpg.Pool:
+    """Open a bounded pool; connections log statement durations into `db_query_duration_seconds`."""
+    pool = await asyncpg.create_pool(
+        config.url.get_secret_value(),
+        min_size=config.min_size,
+        max_size=config.max_size,
+        command_timeout=config.command_timeout.total_seconds(),
+        timeout=config.connect_timeout.total_seconds(),
+        server_settings={**_SERVER_SETTINGS, "application_name": application_name},
+        init=_init_connection,
+    )
+    if pool is None:  # pragma: no cover - asyncpg returns None only when awaited lazily
+        raise RuntimeError("asyncpg returned no pool")
+    return pool
+
+
+async def ping(pool: asyncpg.Pool, within: float = 2.0) -> bool:
+    """One round trip to the database; False on any connection or timeout failure."""
+    try:
+        await pool.fetchval("SELECT 1", timeout=within)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return False
+    return True

@@ -1,0 +1,71 @@
+"""Structured logging: JSON lines (or a readable console rendering) with trace and saga context.
+
+Every line carries `level`, `event`, `timestamp`, the process's `service`, and, inside a span, `trace_id`
+and `span_id`. Context such as `saga_id` and `step` is bound with `structlog.contextvars`. Values under
+keys that look secret (authorization, password, token, secret, api_key) are redacted before rendering.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+from opentelemetry import trace
+
+_SECRET_KEYS = ("authorization", "password", "secret", "token", "api_key", "dsn")
+
+
+def _add_trace_context(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event["trace_id"] = format(context.trace_id, "032x")
+        event["span_id"] = format(context.span_id, "016x")
+    return event
+
+
+def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    for key in event:
+        if any(marker in key.lower() for marker in _SECRET_KEYS):
+            event[key] = "***"
+    return event
+
+
+def configure(service: str, level: str = "info", fmt: str = "json") -> None:
+    """Configure structlog and the standard library's logging for this process (idempotent)."""
+    numeric = logging.getLevelName(level.upper())
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _add_trace_context,
+        _redact,
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    structlog.contextvars.bind_contextvars(service=service)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(numeric, logging.INFO) if numeric < logging.INFO else numeric)
+    for noisy in ("uvicorn.access", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def get_logger(name: str) -> Any:
+    """A structlog logger; call as `log.info("step succeeded", saga_id=..., step=...)`."""
+    return structlog.get_logger(name)
