@@ -1,0 +1,3 @@
+from orchestrator.bootstrap import main
+
+raise SystemExit(main())

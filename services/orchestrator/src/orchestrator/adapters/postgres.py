@@ -1,0 +1,452 @@
+"""PostgreSQL persistence of sagas, with lease-based ownership and fencing.
+
+Ownership is data on the saga row (owner_id, fence, lease_expires_at), never a session lock, so it
+survives database restarts and can be reasoned about from SQL alone. Lease arithmetic uses the
+database clock (`clock_timestamp()`, not `now()`, which is frozen at transaction start), so instances
+with different clocks agree. Every write an owner makes is conditional on its fence in the same
+statement that changes state; zero rows means the lease is gone and the owner must stop.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+import asyncpg
+
+from orchestrator import ports
+from orchestrator.domain import errors
+from orchestrator.domain.definition import Registry
+from orchestrator.domain.model import LIVE, Event, OnTimeout, Saga, SagaStatus, Step, StepStatus
+
+_LIVE: Final = [s.value for s in LIVE]
+
+# Registers a client's Idempotency-Key. ON CONFLICT waits for a concurrent insert of the same key to
+# commit or abort, so of N concurrent duplicates on any instances exactly one inserts.
+INSERT_KEY: Final = """
+INSERT INTO idempotency_keys (key, request_hash, saga_id, expires_at)
+VALUES ($1, $2, $3, clock_timestamp() + $4::interval)
+ON CONFLICT (key) DO NOTHING
+RETURNING saga_id"""
+
+SELECT_KEY: Final = "SELECT request_hash, saga_id FROM idempotency_keys WHERE key = $1"
+
+# A new saga, owned at once (fence 1) by the instance that accepted it when $10 is not null.
+INSERT_SAGA: Final = """
+INSERT INTO sagas (id, saga_type, definition_version, status, payload, context, deadline, on_timeout,
+                   trace_context, owner_id, fence, lease_expires_at, next_attempt_at, created_at)
+VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8, $9::jsonb, $10,
+        CASE WHEN $10::text IS NULL THEN 0 ELSE 1 END,
+        CASE WHEN $10::text IS NULL THEN NULL ELSE clock_timestamp() + $11::interval END,
+        $12, $13)"""
+
+INSERT_STEP: Final = """
+INSERT INTO saga_steps (saga_id, position, name, status, attempts, compensation_attempts, next_attempt_at,
+                        idempotency_key, compensation_key, started_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"""
+
+INSERT_EVENT: Final = """
+INSERT INTO saga_events (saga_id, fence, owner_id, kind, step, from_status, to_status, detail)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)"""
+
+# The fenced checkpoint. Ownership check and state change are one statement: a takeover cannot slip
+# between them, and the row lock it takes makes a concurrent claim wait for this transaction. An
+# expired lease is never written through, even if nobody has taken the saga yet. Each save renews the
+# lease; a terminal save releases it.
+UPDATE_SAGA: Final = """
+UPDATE sagas
+SET status = $4, context = $5::jsonb, error = $6, next_attempt_at = coalesce($7, next_attempt_at),
+    updated_at = clock_timestamp(),
+    finished_at = CASE WHEN $8 THEN clock_timestamp() END,
+    owner_id = CASE WHEN $8 THEN NULL ELSE owner_id END,
+    lease_expires_at = CASE WHEN $8 THEN NULL ELSE clock_timestamp() + $9::interval END
+WHERE id = $1 AND owner_id = $2 AND fence = $3 AND lease_expires_at > clock_timestamp()
+RETURNING cancel_requested"""
+
+# Only called after UPDATE_SAGA succeeded in the same transaction, so it is fenced too.
+UPDATE_STEP: Final = """
+UPDATE saga_steps
+SET status = $3, attempts = $4, compensation_attempts = $5, next_attempt_at = $6, request = $7::jsonb,
+    response = $8::jsonb, error = $9, started_at = $10, finished_at = $11
+WHERE saga_id = $1 AND position = $2"""
+
+# Acquisition: due live sagas that nobody holds, or whose lease expired (database clock). SKIP LOCKED
+# lets instances poll concurrently without blocking on each other's rows; FOR UPDATE OF is on the saga
+# row itself (no outer join). The fence increments, invalidating every write of any former owner, and
+# the new state is returned by the same statement (no read-before-claim race).
+CLAIM: Final = """
+WITH due AS (
+    SELECT id, owner_id AS previous_owner
+    FROM sagas
+    WHERE status = ANY($5::text[])
+      AND next_attempt_at <= clock_timestamp()
+      AND (owner_id IS NULL OR lease_expires_at <= clock_timestamp())
+      AND NOT (id = ANY($4::uuid[]))
+    ORDER BY next_attempt_at
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE sagas s
+SET owner_id = $1, fence = s.fence + 1, lease_expires_at = clock_timestamp() + $2::interval
+FROM due
+WHERE s.id = due.id
+RETURNING s.*, due.previous_owner"""
+
+# Acquisition of one given saga for an admin operation; waits for (does not skip) a row lock.
+CLAIM_ONE: Final = """
+WITH target AS (
+    SELECT id, owner_id AS previous_owner
+    FROM sagas
+    WHERE id = $3 AND (owner_id IS NULL OR lease_expires_at <= clock_timestamp())
+    FOR UPDATE
+)
+UPDATE sagas s
+SET owner_id = $1, fence = s.fence + 1, lease_expires_at = clock_timestamp() + $2::interval
+FROM target
+WHERE s.id = target.id
+RETURNING s.*, target.previous_owner"""
+
+SELECT_STEPS: Final = "SELECT * FROM saga_steps WHERE saga_id = ANY($1::uuid[]) ORDER BY saga_id, position"
+
+# Heartbeat: extends only leases that are still ours (same fence) and not yet expired, so an expired
+# lease is never revived; one statement for all of this instance's sagas, no row per step.
+RENEW: Final = """
+UPDATE sagas s
+SET lease_expires_at = clock_timestamp() + $2::interval
+FROM unnest($3::uuid[], $4::bigint[]) AS l(id, fence)
+WHERE s.id = l.id AND s.fence = l.fence AND s.owner_id = $1 AND s.lease_expires_at > clock_timestamp()
+RETURNING s.id"""
+
+# Release is fenced too: a former owner can never release its successor's lease.
+RELEASE: Final = """
+UPDATE sagas SET owner_id = NULL, lease_expires_at = NULL
+WHERE id = $1 AND owner_id = $2 AND fence = $3
+RETURNING id"""
+
+# The cancel flag is a request, not a state change: the owner acts on it at its next move.
+REQUEST_CANCEL: Final = """
+UPDATE sagas SET cancel_requested = true
+WHERE id = $1 AND status = ANY($2::text[])
+RETURNING status, fence"""
+
+SELECT_STATUS: Final = "SELECT status FROM sagas WHERE id = $1"
+
+SELECT_SAGA: Final = "SELECT * FROM sagas WHERE id = $1"
+SELECT_EVENTS: Final = "SELECT * FROM saga_events WHERE saga_id = $1 ORDER BY id"
+
+LIST_SAGAS: Final = """
+SELECT * FROM sagas
+WHERE ($1::text IS NULL OR status = $1)
+  AND ($2::text IS NULL OR saga_type = $2)
+  AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT $5"""
+
+# Housekeeping for health and alerts; the partial index keeps it cheap.
+STATS: Final = """
+SELECT extract(epoch FROM clock_timestamp() - min(created_at)) FILTER (WHERE status = ANY($1::text[])) AS oldest,
+       count(*) FILTER (WHERE status = 'FAILED') AS failed
+FROM sagas WHERE status = ANY($1::text[]) OR status = 'FAILED'"""
+
+PURGE_KEYS: Final = "DELETE FROM idempotency_keys WHERE expires_at < clock_timestamp()"
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def _loads(value: str | None) -> Any:
+    return None if value is None else json.loads(value)
+
+
+class PostgresSagaRepository:
+    """The SagaRepository port on asyncpg."""
+
+    def __init__(self, pool: asyncpg.Pool, registry: Registry, key_ttl: timedelta = timedelta(hours=24)) -> None:
+        self._pool, self._registry, self._key_ttl = pool, registry, key_ttl
+
+    # -- creation ----------------------------------------------------------------------------------------
+
+    async def create(
+        self, saga: Saga, key: str, request_hash: str, owner_id: str | None, ttl: timedelta
+    ) -> ports.Created:
+        async with self._pool.acquire() as conn, conn.transaction():
+            inserted = await conn.fetchval(INSERT_KEY, key, request_hash, uuid.UUID(saga.id), self._key_ttl)
+            if inserted is None:
+                existing = await conn.fetchval("SELECT saga_id FROM idempotency_keys WHERE key = $1", key)
+                return ports.Created(str(existing), created=False, lease=None)
+            await self._insert(conn, saga, owner_id, ttl)
+        lease = ports.Lease(saga.id, owner_id, 1) if owner_id else None
+        return ports.Created(saga.id, created=True, lease=lease)
+
+    async def _insert(self, conn: asyncpg.Connection, saga: Saga, owner_id: str | None, ttl: timedelta) -> None:
+        sid = uuid.UUID(saga.id)
+        await conn.execute(
+            INSERT_SAGA, sid, saga.definition.saga_type, saga.definition.version, saga.status.value,
+            _dumps(saga.payload), _dumps(saga.context), saga.deadline, saga.on_timeout.value,
+            _dumps(saga.trace_context), owner_id, ttl, saga.next_attempt_at or saga.created_at, saga.created_at,
+        )  # fmt: skip
+        await conn.executemany(
+            INSERT_STEP,
+            [
+                (sid, s.position, s.name, s.status.value, s.attempts, s.compensation_attempts, s.next_attempt_at,
+                 s.idempotency_key, s.compensation_key, s.started_at)
+                for s in saga.take_dirty_steps()
+            ],
+        )  # fmt: skip
+        await self._insert_events(conn, saga, 1 if owner_id else 0, owner_id)
+
+    async def _insert_events(self, conn: asyncpg.Connection, saga: Saga, fence: int, owner: str | None) -> None:
+        events = saga.take_events()
+        if events:
+            await conn.executemany(INSERT_EVENT, [_event_row(saga.id, fence, owner, e) for e in events])
+
+    async def key_hash(self, key: str) -> tuple[str, str] | None:
+        row = await self._pool.fetchrow(SELECT_KEY, key)
+        return None if row is None else (row["request_hash"], str(row["saga_id"]))
+
+    # -- the owner's writes ----------------------------------------------------------------------------
+
+    async def save(self, saga: Saga, lease: ports.Lease, ttl: timedelta) -> bool:
+        terminal = saga.status.terminal
+        async with self._pool.acquire() as conn, conn.transaction():
+            cancel = await conn.fetchval(
+                UPDATE_SAGA, uuid.UUID(saga.id), lease.owner_id, lease.fence, saga.status.value,
+                _dumps(saga.context), saga.error, saga.next_attempt_at, terminal, ttl,
+            )  # fmt: skip
+            if cancel is None:
+                raise errors.LeaseLost(f"saga {saga.id}: fence {lease.fence} of {lease.owner_id} no longer holds")
+            steps = saga.take_dirty_steps()
+            if steps:
+                await conn.executemany(UPDATE_STEP, [_step_row(saga.id, s) for s in steps])
+            await self._insert_events(conn, saga, lease.fence, lease.owner_id)
+        return bool(cancel)
+
+    async def claim(self, owner_id: str, ttl: timedelta, limit: int, exclude: Sequence[str]) -> list[ports.Claimed]:
+        excluded = [uuid.UUID(s) for s in exclude]
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(CLAIM, owner_id, ttl, limit, excluded, _LIVE)
+            return await self._claimed(conn, rows)
+
+    async def claim_one(self, saga_id: str, owner_id: str, ttl: timedelta) -> ports.Claimed | None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(CLAIM_ONE, owner_id, ttl, uuid.UUID(saga_id))
+            claimed = await self._claimed(conn, rows)
+        return claimed[0] if claimed else None
+
+    async def _claimed(self, conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> list[ports.Claimed]:
+        if not rows:
+            return []
+        steps: dict[str, list[Step]] = {}
+        for row in await conn.fetch(SELECT_STEPS, [r["id"] for r in rows]):
+            steps.setdefault(str(row["saga_id"]), []).append(_step(row))
+        claimed = []
+        for row in rows:
+            saga = self._saga(row, steps[str(row["id"])])
+            lease = ports.Lease(saga.id, row["owner_id"], row["fence"])
+            saga.note("lease_acquired", previous_owner=row["previous_owner"])
+            claimed.append(ports.Claimed(saga, lease, row["previous_owner"]))
+        await conn.executemany(
+            INSERT_EVENT,
+            [_event_row(c.saga.id, c.lease.fence, c.lease.owner_id, e) for c in claimed for e in c.saga.take_events()],
+        )
+        return claimed
+
+    async def renew(self, owner_id: str, leases: Sequence[ports.Lease], ttl: timedelta) -> set[str]:
+        if not leases:
+            return set()
+        rows = await self._pool.fetch(
+            RENEW, owner_id, ttl, [uuid.UUID(le.saga_id) for le in leases], [le.fence for le in leases]
+        )
+        return {str(r["id"]) for r in rows}
+
+    async def release(self, lease: ports.Lease) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            released = await conn.fetchval(RELEASE, uuid.UUID(lease.saga_id), lease.owner_id, lease.fence)
+            if released is not None:
+                await conn.execute(
+                    INSERT_EVENT, uuid.UUID(lease.saga_id), lease.fence, lease.owner_id, "lease_released",
+                    None, None, None, "{}",
+                )  # fmt: skip
+
+    async def request_cancel(self, saga_id: str) -> str | None:
+        sid = uuid.UUID(saga_id)
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(REQUEST_CANCEL, sid, _LIVE)
+            if row is None:
+                return await conn.fetchval(SELECT_STATUS, sid)  # type: ignore[no-any-return]
+            await conn.execute(INSERT_EVENT, sid, row["fence"], None, "cancel_requested", None, None, None, "{}")
+            return str(row["status"])
+
+    # -- reads for the API and for operations ------------------------------------------------------------
+
+    async def status(self, saga_id: str) -> str | None:
+        return await self._pool.fetchval(SELECT_STATUS, uuid.UUID(saga_id))  # type: ignore[no-any-return]
+
+    async def get_view(self, saga_id: str) -> dict[str, Any] | None:
+        """The saga, its steps and its history, as plain data."""
+        sid = uuid.UUID(saga_id)
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(SELECT_SAGA, sid)
+            if row is None:
+                return None
+            steps = await conn.fetch(SELECT_STEPS, [sid])
+            events = await conn.fetch(SELECT_EVENTS, sid)
+        return {**_saga_view(row), "steps": [_step_view(s) for s in steps], "events": [_event_view(e) for e in events]}
+
+    async def list_view(
+        self, status: str | None, saga_type: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Newest first; returns the page and the cursor of the next page (None at the end)."""
+        after_at, after_id = decode_cursor(cursor) if cursor else (None, None)
+        rows = await self._pool.fetch(LIST_SAGAS, status, saga_type, after_at, after_id, limit + 1)
+        page = rows[:limit]
+        following = encode_cursor(page[-1]["created_at"], page[-1]["id"]) if len(rows) > limit else None
+        return [_saga_view(r) for r in page], following
+
+    async def stats(self) -> tuple[float, int]:
+        """(age in seconds of the oldest live saga, number of FAILED sagas)."""
+        row = await self._pool.fetchrow(STATS, _LIVE)
+        return float(row["oldest"] or 0.0), int(row["failed"] or 0)
+
+    async def purge_expired_keys(self) -> int:
+        """Forget client idempotency keys past their retention."""
+        result = await self._pool.execute(PURGE_KEYS)
+        return int(result.split()[-1])
+
+    async def load(self, saga_id: str) -> Saga | None:
+        """The aggregate, unowned (for tests and tools)."""
+        sid = uuid.UUID(saga_id)
+        row = await self._pool.fetchrow(SELECT_SAGA, sid)
+        if row is None:
+            return None
+        steps = await self._pool.fetch(SELECT_STEPS, [sid])
+        return self._saga(row, [_step(s) for s in steps])
+
+    def _saga(self, row: asyncpg.Record, steps: list[Step]) -> Saga:
+        saga = Saga(
+            id=str(row["id"]),
+            definition=self._registry.get(row["saga_type"], row["definition_version"]),
+            status=SagaStatus(row["status"]),
+            payload=_loads(row["payload"]),
+            deadline=row["deadline"],
+            steps=steps,
+            on_timeout=OnTimeout(row["on_timeout"]),
+            context=_loads(row["context"]),
+            error=row["error"],
+            cancel_requested=row["cancel_requested"],
+            trace_context=_loads(row["trace_context"]) or {},
+            created_at=row["created_at"],
+            next_attempt_at=row["next_attempt_at"],
+        )
+        return saga
+
+
+class CursorError(ValueError):
+    """A list cursor that this API did not produce."""
+
+
+def encode_cursor(created_at: datetime, saga_id: uuid.UUID) -> str:
+    """An opaque keyset cursor."""
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{saga_id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """Parse a cursor from `encode_cursor`.
+
+    Raises:
+        CursorError: the cursor is malformed.
+    """
+    try:
+        at, _, sid = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        return datetime.fromisoformat(at), uuid.UUID(sid)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CursorError("malformed cursor") from exc
+
+
+def _step(row: asyncpg.Record) -> Step:
+    return Step(
+        position=row["position"],
+        name=row["name"],
+        idempotency_key=row["idempotency_key"],
+        compensation_key=row["compensation_key"],
+        status=StepStatus(row["status"]),
+        attempts=row["attempts"],
+        compensation_attempts=row["compensation_attempts"],
+        next_attempt_at=row["next_attempt_at"],
+        request=_loads(row["request"]),
+        response=_loads(row["response"]),
+        error=row["error"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+def _step_row(saga_id: str, s: Step) -> tuple[Any, ...]:
+    return (
+        uuid.UUID(saga_id), s.position, s.status.value, s.attempts, s.compensation_attempts, s.next_attempt_at,
+        _dumps(s.request), _dumps(s.response), s.error, s.started_at, s.finished_at,
+    )  # fmt: skip
+
+
+def _event_row(saga_id: str, fence: int, owner: str | None, e: Event) -> tuple[Any, ...]:
+    return (uuid.UUID(saga_id), fence, owner, e.kind, e.step, e.from_status, e.to_status, _dumps(e.detail))
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _saga_view(row: asyncpg.Record) -> dict[str, Any]:
+    trace_context = _loads(row["trace_context"]) or {}
+    parent = trace_context.get("traceparent", "")
+    return {
+        "id": str(row["id"]),
+        "saga_type": row["saga_type"],
+        "definition_version": row["definition_version"],
+        "status": row["status"],
+        "payload": _loads(row["payload"]),
+        "context": _loads(row["context"]),
+        "error": row["error"],
+        "deadline": _iso(row["deadline"]),
+        "on_timeout": row["on_timeout"],
+        "cancel_requested": row["cancel_requested"],
+        "trace_id": parent.split("-")[1] if parent.count("-") == 3 else None,
+        "fence": row["fence"],
+        "created_at": _iso(row["created_at"]),
+        "updated_at": _iso(row["updated_at"]),
+        "finished_at": _iso(row["finished_at"]),
+    }
+
+
+def _step_view(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "position": row["position"],
+        "name": row["name"],
+        "status": row["status"],
+        "attempts": row["attempts"],
+        "compensation_attempts": row["compensation_attempts"],
+        "next_attempt_at": _iso(row["next_attempt_at"]),
+        "last_error": row["error"],
+        "started_at": _iso(row["started_at"]),
+        "finished_at": _iso(row["finished_at"]),
+        "response": _loads(row["response"]),
+    }
+
+
+def _event_view(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "kind": row["kind"],
+        "step": row["step"],
+        "from_status": row["from_status"],
+        "to_status": row["to_status"],
+        "fence": row["fence"],
+        "owner_id": row["owner_id"],
+        "detail": _loads(row["detail"]),
+        "at": _iso(row["created_at"]),
+    }

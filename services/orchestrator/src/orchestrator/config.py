@@ -1,0 +1,93 @@
+"""Orchestrator settings: `SAGALINE_*` environment (with `__` nesting) over the YAML file's `orchestrator:` section."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from servicekit import settings
+from servicekit.settings import Duration
+
+
+class ApiKey(BaseModel):
+    """One API key: its SHA-256 hex digest (never the key itself) or a file holding the key."""
+
+    name: str
+    role: Literal["client", "admin"]
+    sha256: SecretStr | None = None
+    key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ApiKey:
+        if (self.sha256 is None) == (self.key_file is None):
+            raise ValueError(f"api key {self.name!r} needs exactly one of sha256 or key_file")
+        return self
+
+
+class OwnershipSettings(BaseModel):
+    """Leases and polling (SPEC section 6)."""
+
+    lease_ttl: Duration = timedelta(seconds=30)
+    poll_interval: Duration = timedelta(seconds=1)
+    max_concurrent: int = Field(default=500, ge=1)
+    claim_batch: int = Field(default=50, ge=1)
+
+    @model_validator(mode="after")
+    def _sane(self) -> OwnershipSettings:
+        if self.lease_ttl < timedelta(seconds=1) or self.poll_interval <= timedelta(0):
+            raise ValueError("lease_ttl must be at least 1s and poll_interval positive")
+        return self
+
+
+class BreakerSettings(BaseModel):
+    """Circuit breaker per downstream service."""
+
+    failure_threshold: int = Field(default=5, ge=1)
+    open_for: Duration = timedelta(seconds=30)
+    success_threshold: int = Field(default=2, ge=1)
+
+
+class ParticipantSettings(BaseModel):
+    """Where the participant services listen (`host:port`)."""
+
+    order: str = "127.0.0.1:50051"
+    payment: str = "127.0.0.1:50052"
+    inventory: str = "127.0.0.1:50053"
+
+
+class SagaSettings(BaseModel):
+    """Saga behaviour."""
+
+    on_timeout: Literal["compensate", "fail"] = "compensate"
+    deadline: Duration | None = None
+    idempotency_key_ttl: Duration = timedelta(hours=24)
+
+
+class Settings(settings.ServiceSettings):
+    """Everything an orchestrator instance is configured with."""
+
+    model_config = SettingsConfigDict(env_prefix="SAGALINE_", env_nested_delimiter="__", extra="ignore")
+    yaml_section: ClassVar[str | None] = "orchestrator"
+
+    instance: int = Field(default=1, ge=1)
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    auth: Literal["off", "on"] = "on"
+    api_keys: list[ApiKey] = Field(default_factory=list)
+    ownership: OwnershipSettings = OwnershipSettings()
+    breaker: BreakerSettings = BreakerSettings()
+    participants: ParticipantSettings = ParticipantSettings()
+    saga: SagaSettings = SagaSettings()
+    database: settings.DatabaseSettings = settings.DatabaseSettings(
+        url=SecretStr("postgresql://postgres@127.0.0.1:5432/saga_orchestrator"), max_size=10
+    )
+
+    @model_validator(mode="after")
+    def _auth_needs_keys(self) -> Settings:
+        if self.auth == "on" and not self.api_keys:
+            raise ValueError("auth is on but no api_keys are configured (set SAGALINE_AUTH=off for local use)")
+        return self

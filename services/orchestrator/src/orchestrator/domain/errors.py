@@ -1,0 +1,75 @@
+"""Errors of the orchestrator's domain.
+
+    OrchestratorError
+    ├── IllegalTransition        a state change the tables forbid (a bug, never a user error)
+    ├── InvalidRequest           the client's saga request is malformed (422)
+    │   └── UnknownSagaType
+    ├── SagaNotFound             (404)
+    ├── StateConflict            the saga's state forbids the operation (409)
+    ├── IdempotencyConflict      same Idempotency-Key, different body (422)
+    ├── LeaseLost                a fenced write matched no row: another owner holds the saga
+    └── StepError                the outcome of one participant call
+        ├── TransientStepError   worth retrying with the same idempotency key; outcome unknown
+        └── PermanentStepError   retrying cannot help; the participant applied nothing
+            └── BusinessDecline  the participant said no (insufficient funds, out of stock)
+
+Transient versus permanent is the type, decided once where the participant's status code is translated.
+"""
+
+from __future__ import annotations
+
+
+class OrchestratorError(Exception):
+    """Base of every orchestrator error."""
+
+
+class IllegalTransition(OrchestratorError):
+    """A state change the transition tables forbid."""
+
+
+class InvalidRequest(OrchestratorError):
+    """The client's saga request is malformed; `problems` says where."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+
+
+class UnknownSagaType(InvalidRequest):
+    """No definition exists for the requested saga type."""
+
+
+class SagaNotFound(OrchestratorError):
+    """No saga has this id."""
+
+
+class StateConflict(OrchestratorError):
+    """The saga's current state forbids the requested operation."""
+
+
+class IdempotencyConflict(OrchestratorError):
+    """The Idempotency-Key was already used with a different request body."""
+
+
+class LeaseLost(OrchestratorError):
+    """A fenced write matched no row: the lease expired or another instance took the saga."""
+
+
+class StepError(OrchestratorError):
+    """The outcome of one failed participant call."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class TransientStepError(StepError):
+    """Worth retrying with the same idempotency key; whether the effect happened is unknown."""
+
+
+class PermanentStepError(StepError):
+    """Retrying cannot help; the participant applied nothing."""
+
+
+class BusinessDecline(PermanentStepError):
+    """The participant declined on business grounds (insufficient funds, out of stock)."""

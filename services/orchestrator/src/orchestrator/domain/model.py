@@ -1,0 +1,308 @@
+"""The saga aggregate: saga and step state machines, and the moves the engine makes on them.
+
+Saga:  PENDING -> EXECUTING -> COMPLETED
+                  EXECUTING -> COMPENSATING -> COMPENSATED
+                  EXECUTING -> FAILED (deadline with on_timeout=fail)
+                  COMPENSATING -> FAILED (compensation exhausted; needs a person) -> COMPENSATING (admin retry)
+Step:  PENDING -> EXECUTING -> SUCCEEDED | FAILED
+       SUCCEEDED | FAILED | EXECUTING -> COMPENSATING -> COMPENSATED | COMPENSATION_FAILED -> COMPENSATING
+
+Every move goes through one `transition` method that enforces the tables and appends an event. The
+engine persists the aggregate after each move (fenced by its lease) before it acts on the new state;
+`take_events` and `take_dirty_steps` hand over exactly what changed since the last save.
+
+Compensation runs in reverse position order over the steps that may have had an effect: every
+SUCCEEDED step with a compensation, and a step whose last attempts ended with an unknown outcome
+(it is compensated too, which is safe because compensation tombstones the action's key).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Final
+
+from orchestrator.domain import errors
+from orchestrator.domain.definition import SagaDefinition
+
+
+class SagaStatus(StrEnum):
+    """Saga statuses; the values equal the SQL CHECK list."""
+
+    PENDING = "PENDING"
+    EXECUTING = "EXECUTING"
+    COMPENSATING = "COMPENSATING"
+    COMPLETED = "COMPLETED"
+    COMPENSATED = "COMPENSATED"
+    FAILED = "FAILED"
+
+    @property
+    def terminal(self) -> bool:
+        """True for states no engine moves out of (FAILED only by an admin retry)."""
+        return self in TERMINAL
+
+
+class StepStatus(StrEnum):
+    """Step statuses; the values equal the SQL CHECK list."""
+
+    PENDING = "PENDING"
+    EXECUTING = "EXECUTING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    COMPENSATING = "COMPENSATING"
+    COMPENSATED = "COMPENSATED"
+    COMPENSATION_FAILED = "COMPENSATION_FAILED"
+
+
+class OnTimeout(StrEnum):
+    """What a saga does past its deadline."""
+
+    COMPENSATE = "compensate"
+    FAIL = "fail"
+
+
+TERMINAL: Final = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.FAILED})
+LIVE: Final = frozenset(SagaStatus) - TERMINAL
+
+SAGA_TRANSITIONS: Final[dict[SagaStatus, frozenset[SagaStatus]]] = {
+    SagaStatus.PENDING: frozenset({SagaStatus.EXECUTING, SagaStatus.COMPENSATING}),
+    SagaStatus.EXECUTING: frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATING, SagaStatus.FAILED}),
+    SagaStatus.COMPENSATING: frozenset({SagaStatus.COMPENSATED, SagaStatus.FAILED}),
+    SagaStatus.FAILED: frozenset({SagaStatus.COMPENSATING}),
+    SagaStatus.COMPLETED: frozenset(),
+    SagaStatus.COMPENSATED: frozenset(),
+}
+
+STEP_TRANSITIONS: Final[dict[StepStatus, frozenset[StepStatus]]] = {
+    StepStatus.PENDING: frozenset({StepStatus.EXECUTING}),
+    StepStatus.EXECUTING: frozenset({StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.COMPENSATING}),
+    StepStatus.SUCCEEDED: frozenset({StepStatus.COMPENSATING}),
+    StepStatus.FAILED: frozenset({StepStatus.COMPENSATING}),
+    StepStatus.COMPENSATING: frozenset({StepStatus.COMPENSATED, StepStatus.COMPENSATION_FAILED}),
+    StepStatus.COMPENSATION_FAILED: frozenset({StepStatus.COMPENSATING}),
+    StepStatus.COMPENSATED: frozenset(),
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of the saga's history; persisted with the writer's fencing token."""
+
+    kind: str
+    step: str | None = None
+    from_status: str | None = None
+    to_status: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def step_keys(saga_id: str, step_name: str) -> tuple[str, str]:
+    """Deterministic idempotency keys (action, compensation) for a step, shared by every instance."""
+    return f"{saga_id}:{step_name}:action", f"{saga_id}:{step_name}:compensation"
+
+
+@dataclass
+class Step:
+    """The persisted state of one step of one saga."""
+
+    position: int
+    name: str
+    idempotency_key: str
+    compensation_key: str
+    status: StepStatus = StepStatus.PENDING
+    attempts: int = 0
+    compensation_attempts: int = 0
+    next_attempt_at: datetime | None = None
+    request: dict[str, Any] | None = None
+    response: dict[str, Any] | None = None
+    error: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass
+class Saga:
+    """A saga and its steps, with the moves that keep both state machines legal."""
+
+    id: str
+    definition: SagaDefinition
+    status: SagaStatus
+    payload: dict[str, Any]
+    deadline: datetime
+    steps: list[Step]
+    on_timeout: OnTimeout = OnTimeout.COMPENSATE
+    context: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    cancel_requested: bool = False
+    trace_context: dict[str, str] = field(default_factory=dict)
+    created_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+    _events: list[Event] = field(default_factory=list, repr=False)
+    _dirty: set[int] = field(default_factory=set, repr=False)
+
+    @classmethod
+    def new(cls, saga_id: str, definition: SagaDefinition, payload: dict[str, Any], now: datetime, **kw: Any) -> Saga:
+        """A PENDING saga with all its steps PENDING and a deadline from the definition."""
+        steps = [Step(i, s.name, *step_keys(saga_id, s.name)) for i, s in enumerate(definition.steps)]
+        saga = cls(saga_id, definition, SagaStatus.PENDING, payload, now + definition.deadline, steps, **kw)
+        saga.created_at = now
+        saga._events.append(Event("saga", to_status=SagaStatus.PENDING, detail={"version": definition.version}))
+        saga._dirty.update(range(len(steps)))
+        return saga
+
+    # -- bookkeeping -------------------------------------------------------------------------------
+
+    def transition(self, to: SagaStatus, reason: str | None = None) -> None:
+        """Move the saga to `to`, or raise IllegalTransition."""
+        if to not in SAGA_TRANSITIONS[self.status]:
+            raise errors.IllegalTransition(f"saga {self.id}: {self.status} -> {to} is not allowed")
+        detail = {"reason": reason} if reason else {}
+        self._events.append(Event("saga", from_status=self.status, to_status=to, detail=detail))
+        self.status = to
+
+    def move_step(self, step: Step, to: StepStatus, **detail: Any) -> None:
+        """Move one step to `to`, or raise IllegalTransition."""
+        if to not in STEP_TRANSITIONS[step.status]:
+            raise errors.IllegalTransition(f"saga {self.id} step {step.name}: {step.status} -> {to} is not allowed")
+        self._events.append(Event("step", step.name, step.status, to, detail))
+        step.status = to
+        self._dirty.add(step.position)
+
+    def note(self, kind: str, step: Step | None = None, **detail: Any) -> None:
+        """Record an event that is not a state change (a retry scheduled, a cancel ignored)."""
+        self._events.append(Event(kind, step.name if step else None, detail=detail))
+        if step is not None:
+            self._dirty.add(step.position)
+
+    def take_events(self) -> list[Event]:
+        """The events since the last save; the caller persists them."""
+        events, self._events = self._events, []
+        return events
+
+    def take_dirty_steps(self) -> list[Step]:
+        """The steps changed since the last save."""
+        dirty = [self.steps[i] for i in sorted(self._dirty)]
+        self._dirty.clear()
+        return dirty
+
+    # -- questions -----------------------------------------------------------------------------------
+
+    @property
+    def current(self) -> Step | None:
+        """The step being executed, while the saga goes forward."""
+        return next((s for s in self.steps if s.status is StepStatus.EXECUTING), None)
+
+    @property
+    def compensating(self) -> Step | None:
+        """The step being compensated, while the saga goes backward."""
+        return next((s for s in reversed(self.steps) if s.status is StepStatus.COMPENSATING), None)
+
+    def past_point_of_no_return(self) -> bool:
+        """True once a forward-only step has started: the saga can only finish forward."""
+        step = self.current
+        return step is not None and self.definition.step(step.position).forward_only
+
+    # -- forward moves -------------------------------------------------------------------------------
+
+    def start(self, now: datetime) -> None:
+        """PENDING -> EXECUTING with the first step executing (attempt 1)."""
+        self.transition(SagaStatus.EXECUTING)
+        self._begin_step(self.steps[0], now)
+
+    def _begin_step(self, step: Step, now: datetime) -> None:
+        self.move_step(step, StepStatus.EXECUTING, attempt=1)
+        step.attempts = 1
+        step.started_at = now
+        step.next_attempt_at = now
+        self.next_attempt_at = now
+
+    def step_succeeded(self, step: Step, response: dict[str, Any], output: dict[str, Any], now: datetime) -> None:
+        """The step's action succeeded: keep its output, then start the next step or complete."""
+        self.move_step(step, StepStatus.SUCCEEDED, attempts=step.attempts)
+        step.response, step.error, step.finished_at = response, None, now
+        self.context.update(output)
+        following = next((s for s in self.steps if s.position > step.position), None)
+        if following is None:
+            self.transition(SagaStatus.COMPLETED)
+        else:
+            self._begin_step(following, now)
+
+    def schedule_retry(self, step: Step, error: str, at: datetime, *, compensation: bool = False) -> None:
+        """Spend one more attempt of the step's (or its compensation's) budget, no earlier than `at`."""
+        if compensation:
+            step.compensation_attempts += 1
+            attempt = step.compensation_attempts
+        else:
+            step.attempts += 1
+            attempt = step.attempts
+        step.error, step.next_attempt_at, self.next_attempt_at = error, at, at
+        self.note("retry_scheduled", step, attempt=attempt, error=error, at=at.isoformat(), compensation=compensation)
+
+    # -- backward moves ------------------------------------------------------------------------------
+
+    def begin_compensation(self, reason: str, now: datetime, failed: Step | None = None, *, unknown: bool) -> None:
+        """Stop going forward and compensate what may have happened, in reverse order.
+
+        `failed` is the step that ended the forward path; with `unknown=True` its outcome is unknown
+        (retries exhausted on timeouts, or interrupted by a deadline or a cancel) and it is compensated too.
+        """
+        self.error = reason
+        if failed is not None and failed.status is StepStatus.EXECUTING and not unknown:
+            self.move_step(failed, StepStatus.FAILED, error=reason)
+            failed.finished_at = now
+        self.transition(SagaStatus.COMPENSATING, reason)
+        if failed is not None and unknown and self.definition.step(failed.position).compensation is not None:
+            self._begin_compensating(failed, now)
+        elif failed is not None and failed.status is StepStatus.EXECUTING:
+            self.move_step(failed, StepStatus.FAILED, error=reason)
+            failed.finished_at = now
+        self._compensate_next(now)
+
+    def _begin_compensating(self, step: Step, now: datetime) -> None:
+        self.move_step(step, StepStatus.COMPENSATING, attempt=1)
+        step.compensation_attempts = 1
+        step.next_attempt_at = now
+        self.next_attempt_at = now
+
+    def _compensate_next(self, now: datetime) -> None:
+        if self.compensating is not None:
+            return
+        pending = [
+            s
+            for s in reversed(self.steps)
+            if s.status is StepStatus.SUCCEEDED and self.definition.step(s.position).compensation is not None
+        ]
+        if pending:
+            self._begin_compensating(pending[0], now)
+        else:
+            self.transition(SagaStatus.COMPENSATED)
+
+    def compensation_succeeded(self, step: Step, response: dict[str, Any], now: datetime) -> None:
+        """The step's compensation succeeded: compensate the next one, or finish COMPENSATED."""
+        self.move_step(step, StepStatus.COMPENSATED, attempts=step.compensation_attempts)
+        step.response, step.finished_at = response, now
+        self._compensate_next(now)
+
+    def compensation_exhausted(self, step: Step, error: str, now: datetime) -> None:
+        """The compensation keeps failing: the saga needs a person (FAILED, with the reason)."""
+        self.move_step(step, StepStatus.COMPENSATION_FAILED, error=error)
+        step.error, step.finished_at = error, now
+        self.error = f"compensation of {step.name} failed: {error}"
+        self.transition(SagaStatus.FAILED, self.error)
+
+    def fail(self, reason: str) -> None:
+        """Stop without compensating (deadline with on_timeout=fail); an admin may retry later."""
+        self.error = reason
+        self.transition(SagaStatus.FAILED, reason)
+
+    def retry_failed(self, now: datetime) -> None:
+        """Admin retry of a FAILED saga: resume its compensation with fresh compensation budgets."""
+        if self.status is not SagaStatus.FAILED:
+            raise errors.StateConflict(f"saga {self.id} is {self.status}; only FAILED sagas can be retried")
+        self.transition(SagaStatus.COMPENSATING, "retried by an admin")
+        for step in reversed(self.steps):
+            compensable = self.definition.step(step.position).compensation is not None
+            if compensable and step.status in (StepStatus.COMPENSATION_FAILED, StepStatus.EXECUTING):
+                self._begin_compensating(step, now)
+                break
+        self._compensate_next(now)

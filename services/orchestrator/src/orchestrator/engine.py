@@ -1,0 +1,271 @@
+"""The saga engine: drives one saga, move by move, persisting each move before acting on it.
+
+One `run` owns one saga under one lease. Each iteration decides the next move from the persisted
+state alone (so any instance, after any crash, decides the same), performs at most one participant
+call, records the outcome on the aggregate and saves it fenced by the lease. The save is the
+checkpoint: if the process dies after a call but before its save, the next owner repeats the call
+with the same idempotency key and the participant answers with the stored response.
+
+Stopping (shutdown) is checked between moves, never in the middle of one: the current call finishes
+and is saved, then the lease is released so another instance continues at once. A lost lease ends
+the run without another write. Waits (backoff, an open breaker) happen in-process while the
+heartbeat keeps the lease; the deadline and an admin's cancel are checked before every move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+
+from orchestrator import metrics, ports
+from orchestrator.domain import errors
+from orchestrator.domain.breaker import BreakerPolicy, BreakerState, CircuitBreaker
+from orchestrator.domain.definition import Call
+from orchestrator.domain.model import OnTimeout, Saga, SagaStatus, Step
+from servicekit import logging
+
+log = logging.get_logger(__name__)
+tracer = trace.get_tracer("sagaline.orchestrator")
+
+_BREAKER_GAUGE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+
+
+class Breakers:
+    """One circuit breaker per downstream service, shared by every saga of this instance."""
+
+    def __init__(self, policy: BreakerPolicy, clock: Callable[[], float]) -> None:
+        """Breakers are created on first use of a service."""
+        self._policy, self._clock = policy, clock
+        self._by_service: dict[str, CircuitBreaker] = {}
+
+    def __getitem__(self, service: str) -> CircuitBreaker:
+        if service not in self._by_service:
+            self._by_service[service] = CircuitBreaker(self._policy, self._clock)
+        return self._by_service[service]
+
+    def publish(self) -> None:
+        """Export every breaker's state as a gauge."""
+        for service, breaker in self._by_service.items():
+            metrics.BREAKER_STATE.labels(service).set(_BREAKER_GAUGE[breaker.state])
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Lease TTL (each save renews it) and the longest single in-process wait."""
+
+    lease_ttl: timedelta = timedelta(seconds=30)
+    max_wait: float = 1.0
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    response: dict[str, Any] | None = None
+    error: errors.StepError | None = None
+
+
+class Engine:
+    """Runs sagas; one instance per process, many concurrent `run` calls."""
+
+    def __init__(
+        self,
+        repository: ports.SagaRepository,
+        participants: ports.Participants,
+        clock: ports.Clock,
+        breakers: Breakers,
+        config: EngineConfig = EngineConfig(),
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        """Wire the engine to its ports; `rand` drives the backoff jitter."""
+        self._repo, self._participants, self._clock = repository, participants, clock
+        self._breakers, self._config, self._rand = breakers, config, rand
+
+    async def run(self, saga: Saga, lease: ports.Lease, stopping: asyncio.Event, *, resumed: bool = False) -> None:
+        """Drive saga until it is terminal, its lease is lost, or the process stops."""
+        token = otel_context.attach(_saga_context(saga, resumed))
+        try:
+            await self._drive(saga, lease, stopping)
+        except errors.LeaseLost:
+            metrics.LEASE_LOSSES.inc()
+            log.warning("lease lost, saga abandoned to its new owner", saga_id=saga.id, fence=lease.fence)
+        finally:
+            otel_context.detach(token)
+
+    async def _drive(self, saga: Saga, lease: ports.Lease, stopping: asyncio.Event) -> None:
+        if saga.status is SagaStatus.PENDING:
+            saga.start(self._clock.now())
+            await self._save(saga, lease)
+        while not saga.status.terminal:
+            if stopping.is_set():
+                await self._repo.release(lease)
+                log.info("saga checkpointed and released for shutdown", saga_id=saga.id, status=saga.status)
+                return
+            await self._move(saga, lease, stopping)
+
+    async def _move(self, saga: Saga, lease: ports.Lease, stopping: asyncio.Event) -> None:
+        if saga.status is SagaStatus.EXECUTING and self._interrupt(saga):
+            await self._save(saga, lease)
+            return
+        compensating = saga.status is SagaStatus.COMPENSATING
+        step = saga.compensating if compensating else saga.current
+        if step is None:  # pragma: no cover - the aggregate never leaves a live saga without a step
+            raise errors.IllegalTransition(f"saga {saga.id} is {saga.status} with no step to run")
+        definition = saga.definition.step(step.position)
+        call = definition.compensation if compensating else definition.action
+        assert call is not None  # noqa: S101 - only steps with a compensation are ever compensating
+        if not await self._ready(saga, step, call, stopping):
+            return
+        outcome = await self._attempt(saga, step, call, compensating)
+        if compensating:
+            self._after_compensation(saga, step, call, outcome)
+        else:
+            self._after_action(saga, step, call, outcome)
+        await self._save(saga, lease)
+
+    def _interrupt(self, saga: Saga) -> bool:
+        """Deadline or cancel: stop going forward (unless past the point of no return)."""
+        if saga.past_point_of_no_return():
+            return False
+        now = self._clock.now()
+        step = saga.current
+        if saga.cancel_requested:
+            reason, kind = "cancelled by an admin", "cancelled"
+        elif now >= saga.deadline:
+            reason, kind = "deadline exceeded", "deadline"
+            metrics.DEADLINES.labels(saga.definition.saga_type, saga.on_timeout.value).inc()
+            if saga.on_timeout is OnTimeout.FAIL:
+                saga.fail(reason)
+                return True
+        else:
+            return False
+        metrics.COMPENSATIONS.labels(saga.definition.saga_type, kind).inc()
+        saga.begin_compensation(reason, now, step, unknown=True)
+        return True
+
+    async def _ready(self, saga: Saga, step: Step, call: Call, stopping: asyncio.Event) -> bool:
+        """Wait out backoff and an open breaker in short slices; False to re-decide first."""
+        now = self._clock.now()
+        wait = (step.next_attempt_at - now).total_seconds() if step.next_attempt_at else 0.0
+        wait = max(wait, self._breakers[call.service].wait_time())
+        if saga.status is SagaStatus.EXECUTING and not saga.past_point_of_no_return():
+            wait = min(wait, max((saga.deadline - now).total_seconds(), 0.0))
+        if wait <= 0:
+            return True
+        await self._clock.sleep(min(wait, self._config.max_wait))
+        return False
+
+    async def _attempt(self, saga: Saga, step: Step, call: Call, compensating: bool) -> _Outcome:
+        definition = saga.definition
+        request = call.request(saga.payload, saga.context)
+        attempt = step.compensation_attempts if compensating else step.attempts
+        kind = "compensation" if compensating else "action"
+        started = self._clock.monotonic()
+        with tracer.start_as_current_span(
+            f"saga.{kind} {step.name}",
+            attributes={
+                "saga.id": saga.id,
+                "saga.type": definition.saga_type,
+                "saga.step": step.name,
+                "saga.attempt": attempt,
+                "saga.phase": kind,
+            },
+        ) as span:
+            log.info("step attempt", saga_id=saga.id, step=step.name, attempt=attempt, phase=kind)
+            outcome = await self._invoke(saga, step, call, request, compensating)
+            status = "ok" if outcome.error is None else type(outcome.error).__name__
+            span.set_attribute("saga.outcome", status)
+        if not compensating and step.attempts == 1:
+            step.request = request
+        metrics.STEP_DURATION.labels(step.name, status).observe(self._clock.monotonic() - started)
+        return outcome
+
+    async def _invoke(
+        self, saga: Saga, step: Step, call: Call, request: dict[str, Any], compensating: bool
+    ) -> _Outcome:
+        breaker = self._breakers[call.service]
+        key = step.compensation_key if compensating else step.idempotency_key
+        try:
+            response = await self._participants.invoke(
+                call,
+                request,
+                saga_id=saga.id,
+                idempotency_key=key,
+                action_key=step.idempotency_key if compensating else None,
+            )
+        except errors.TransientStepError as exc:
+            breaker.record_failure()
+            return _Outcome(error=exc)
+        except errors.PermanentStepError as exc:
+            breaker.record_success()
+            return _Outcome(error=exc)
+        finally:
+            self._breakers.publish()
+        breaker.record_success()
+        return _Outcome(response=response)
+
+    def _after_action(self, saga: Saga, step: Step, call: Call, outcome: _Outcome) -> None:
+        now = self._clock.now()
+        error = outcome.error
+        if error is None:
+            response = outcome.response or {}
+            saga.step_succeeded(step, response, call.output(response), now)
+        elif isinstance(error, errors.TransientStepError) and not call.retry.exhausted(step.attempts):
+            metrics.RETRIES.labels(step.name, "action").inc()
+            saga.schedule_retry(step, str(error), now + call.retry.delay(step.attempts, self._rand()))
+        else:
+            unknown = isinstance(error, errors.TransientStepError)
+            reason = f"{step.name} failed: {error}" + (f" (after {step.attempts} attempts)" if unknown else "")
+            metrics.COMPENSATIONS.labels(saga.definition.saga_type, "declined" if not unknown else "exhausted").inc()
+            saga.begin_compensation(reason, now, step, unknown=unknown)
+
+    def _after_compensation(self, saga: Saga, step: Step, call: Call, outcome: _Outcome) -> None:
+        now = self._clock.now()
+        error = outcome.error
+        if error is None:
+            saga.compensation_succeeded(step, outcome.response or {}, now)
+        elif isinstance(error, errors.TransientStepError) and not call.retry.exhausted(step.compensation_attempts):
+            metrics.RETRIES.labels(step.name, "compensation").inc()
+            delay = call.retry.delay(step.compensation_attempts, self._rand())
+            saga.schedule_retry(step, str(error), now + delay, compensation=True)
+        else:
+            saga.compensation_exhausted(step, str(error), now)
+
+    async def _save(self, saga: Saga, lease: ports.Lease) -> None:
+        saga.cancel_requested = await self._repo.save(saga, lease, self._config.lease_ttl)
+        if saga.status.terminal:
+            _record_terminal(saga, self._clock.now())
+
+
+def _record_terminal(saga: Saga, now: datetime) -> None:
+    saga_type = saga.definition.saga_type
+    metrics.SAGA_TOTAL.labels(saga_type, saga.status.value).inc()
+    if saga.created_at is not None:
+        metrics.SAGA_DURATION.labels(saga_type, saga.status.value).observe((now - saga.created_at).total_seconds())
+    log.info("saga finished", saga_id=saga.id, status=saga.status, error=saga.error)
+
+
+def _saga_context(saga: Saga, resumed: bool) -> otel_context.Context:
+    """The saga's own trace when it continues where it was accepted; a linked new trace when resumed."""
+    original = propagate.extract(saga.trace_context) if saga.trace_context else otel_context.Context()
+    if not resumed:
+        return original
+    parent = trace.get_current_span(original).get_span_context()
+    links = [trace.Link(parent)] if parent.is_valid else []
+    span = tracer.start_span(
+        "saga.resume", links=links, attributes={"saga.id": saga.id}, context=otel_context.Context()
+    )
+    span.end()
+    return trace.set_span_in_context(span, otel_context.Context())
+
+
+def carrier() -> Mapping[str, str]:
+    """The current trace context as a W3C carrier, to store with a new saga."""
+    out: dict[str, str] = {}
+    propagate.inject(out)
+    return out

@@ -1,0 +1,127 @@
+"""What the engine, the worker and the use cases need from the outside world."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from orchestrator.domain.definition import Call
+from orchestrator.domain.model import Saga
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Proof of ownership of one saga: valid while the row still carries this owner and fence."""
+
+    saga_id: str
+    owner_id: str
+    fence: int
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A saga this instance just acquired, with its lease and the owner it was taken from."""
+
+    saga: Saga
+    lease: Lease
+    previous_owner: str | None
+
+
+@dataclass(frozen=True)
+class Created:
+    """The result of an idempotent start: the saga, and whether this request created it."""
+
+    saga_id: str
+    created: bool
+    lease: Lease | None
+
+
+class Participants(Protocol):
+    """The downstream services; translates their outcomes into domain step errors."""
+
+    async def invoke(
+        self, call: Call, request: dict[str, Any], *, saga_id: str, idempotency_key: str, action_key: str | None
+    ) -> dict[str, Any]:
+        """Call `call.service`/`call.method` within `call.timeout`.
+
+        Raises:
+            errors.TransientStepError: worth retrying with the same key; the effect may have happened.
+            errors.PermanentStepError: the participant refused and applied nothing.
+        """
+        ...
+
+
+class SagaRepository(Protocol):
+    """Durable saga state; every owner write is fenced by a Lease."""
+
+    async def create(self, saga: Saga, key: str, request_hash: str, owner_id: str | None, ttl: timedelta) -> Created:
+        """Insert the saga, its steps, its events and the client's key in one transaction.
+
+        When the key already exists, nothing is written and the existing saga id is returned with
+        created=False (the caller compares request hashes through `key_hash`).
+        """
+        ...
+
+    async def key_hash(self, key: str) -> tuple[str, str] | None:
+        """(request_hash, saga_id) stored for an idempotency key."""
+        ...
+
+    async def save(self, saga: Saga, lease: Lease, ttl: timedelta) -> bool:
+        """Persist the saga's changes since the last save, fenced; returns cancel_requested.
+
+        A terminal saga is released in the same statement.
+
+        Raises:
+            errors.LeaseLost: the lease expired or another owner holds the saga.
+        """
+        ...
+
+    async def claim(self, owner_id: str, ttl: timedelta, limit: int, exclude: Sequence[str]) -> list[Claimed]:
+        """Acquire up to `limit` live sagas that are unowned or whose lease expired and that are due."""
+        ...
+
+    async def claim_one(self, saga_id: str, owner_id: str, ttl: timedelta) -> Claimed | None:
+        """Acquire one saga now if nobody holds a live lease on it (admin operations)."""
+        ...
+
+    async def renew(self, owner_id: str, leases: Sequence[Lease], ttl: timedelta) -> set[str]:
+        """Extend unexpired leases still carrying their fence; returns the saga ids renewed."""
+        ...
+
+    async def release(self, lease: Lease) -> None:
+        """Give the saga back (fenced) so another instance can continue it at once."""
+        ...
+
+    async def status(self, saga_id: str) -> str | None:
+        """The saga's status, or None when it does not exist."""
+        ...
+
+    async def stats(self) -> tuple[float, int]:
+        """(age in seconds of the oldest live saga, number of FAILED sagas)."""
+        ...
+
+    async def purge_expired_keys(self) -> int:
+        """Forget client idempotency keys past their retention; returns how many."""
+        ...
+
+    async def request_cancel(self, saga_id: str) -> str | None:
+        """Flag a live saga for cancellation; returns its status, or None when it does not exist."""
+        ...
+
+
+class Clock(Protocol):
+    """Time, injectable: wall time for deadlines and timestamps, monotonic time for waits."""
+
+    def now(self) -> datetime:
+        """Wall-clock time, UTC."""
+        ...
+
+    def monotonic(self) -> float:
+        """Monotonic seconds."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait; may return early when the process is stopping."""
+        ...

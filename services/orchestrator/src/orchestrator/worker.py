@@ -1,0 +1,163 @@
+"""The worker: runs sagas on this instance and keeps their leases.
+
+Side tasks, each named and watched by a monitor that stops the worker if one dies:
+- the poller claims due sagas that are unowned or whose lease expired (`FOR UPDATE SKIP LOCKED`),
+  every poll interval; it is for recovery and for work left by others, since a saga accepted by this
+  instance starts here at once through `adopt`;
+- the heartbeat renews, every TTL/3, the leases of the sagas whose runs are alive, in one statement;
+  a lease it cannot renew is lost, and that saga's run is cancelled so it makes no further call;
+- housekeeping refreshes the gauges (oldest live saga, FAILED count) and forgets expired client keys.
+
+Shutdown: stop claiming first, then let every run reach its next checkpoint (each releases its lease),
+then cancel what is still running after the grace period and release its lease (fenced).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+
+from orchestrator import metrics, ports
+from orchestrator.engine import Engine
+from servicekit import logging
+
+log = logging.get_logger(__name__)
+
+_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Ownership timing and capacity."""
+
+    lease_ttl: timedelta = timedelta(seconds=30)
+    poll_interval: timedelta = timedelta(seconds=1)
+    max_concurrent: int = 500
+    claim_batch: int = 50
+    housekeeping_interval: timedelta = timedelta(seconds=15)
+
+
+@dataclass
+class _Run:
+    lease: ports.Lease
+    task: asyncio.Task[None]
+
+
+class Worker:
+    """Owns the runs of this instance."""
+
+    def __init__(self, owner_id: str, repository: ports.SagaRepository, engine: Engine, config: WorkerConfig) -> None:
+        """`owner_id` is unique per process start."""
+        self.owner_id = owner_id
+        self._repo, self._engine, self._config = repository, engine, config
+        self._runs: dict[str, _Run] = {}
+        self._stopping = asyncio.Event()
+        self._side_tasks: list[asyncio.Task[None]] = []
+        self.last_poll_ok: float = 0.0
+
+    @property
+    def stopping(self) -> bool:
+        """True once shutdown has begun."""
+        return self._stopping.is_set()
+
+    def has_capacity(self) -> bool:
+        """True when a new saga may start here at once."""
+        return not self.stopping and len(self._runs) < self._config.max_concurrent
+
+    def running(self) -> list[str]:
+        """Ids of the sagas running here."""
+        return list(self._runs)
+
+    def adopt(self, claimed: ports.Claimed, *, resumed: bool = False) -> None:
+        """Run a saga this instance holds the lease of (skipped if it already runs here)."""
+        saga_id = claimed.saga.id
+        if saga_id in self._runs:
+            return
+        coro = self._engine.run(claimed.saga, claimed.lease, self._stopping, resumed=resumed)
+        task = asyncio.create_task(coro, name=f"saga:{saga_id}")
+        self._runs[saga_id] = _Run(claimed.lease, task)
+        metrics.LEASES_HELD.set(len(self._runs))
+        task.add_done_callback(functools.partial(self._finished, saga_id))
+
+    def _finished(self, saga_id: str, task: asyncio.Task[None]) -> None:
+        self._runs.pop(saga_id, None)
+        metrics.LEASES_HELD.set(len(self._runs))
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("saga run crashed", saga_id=saga_id, error=repr(exc), exc_info=exc)
+
+    async def start(self) -> None:
+        """Start the poller, heartbeat and housekeeping, and the monitor watching them."""
+        loop = asyncio.get_running_loop()
+        self._side_tasks = [
+            loop.create_task(self._every(self._config.poll_interval, self._poll), name="poller"),
+            loop.create_task(self._every(self._config.lease_ttl / 3, self._heartbeat), name="heartbeat"),
+            loop.create_task(self._every(self._config.housekeeping_interval, self._housekeeping), name="housekeeping"),
+        ]
+
+    async def wait_failed(self) -> None:
+        """Returns when a side task died unexpectedly (the monitor's signal to stop the process)."""
+        done, _ = await asyncio.wait(self._side_tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("worker side task died", task=task.get_name(), exc_info=task.exception())
+
+    async def _every(self, interval: timedelta, action: Any) -> None:
+        while not self.stopping:
+            try:
+                await action()
+            except _DB_ERRORS as exc:
+                log.warning("database unavailable", task=asyncio.current_task().get_name(), error=repr(exc))  # type: ignore[union-attr]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), interval.total_seconds())
+
+    async def _poll(self) -> None:
+        free = self._config.max_concurrent - len(self._runs)
+        if free > 0:
+            batch = min(free, self._config.claim_batch)
+            for claimed in await self._repo.claim(self.owner_id, self._config.lease_ttl, batch, self.running()):
+                if claimed.previous_owner is not None:
+                    metrics.TAKEOVERS.inc()
+                    log.info("took over saga", saga_id=claimed.saga.id, previous_owner=claimed.previous_owner)
+                self.adopt(claimed, resumed=True)
+        self.last_poll_ok = asyncio.get_running_loop().time()
+        metrics.LAST_POLL.set_to_current_time()
+
+    async def _heartbeat(self) -> None:
+        runs = dict(self._runs)
+        leases = [run.lease for run in runs.values() if not run.task.done()]
+        renewed = await self._repo.renew(self.owner_id, leases, self._config.lease_ttl)
+        for lease in leases:
+            if lease.saga_id not in renewed and (run := runs.get(lease.saga_id)) is not None:
+                metrics.LEASE_LOSSES.inc()
+                log.warning("lease lost on renewal, stopping the saga here", saga_id=lease.saga_id, fence=lease.fence)
+                run.task.cancel()
+
+    async def _housekeeping(self) -> None:
+        oldest, failed = await self._repo.stats()
+        metrics.OLDEST_LIVE.set(oldest)
+        metrics.FAILED_SAGAS.set(failed)
+        await self._repo.purge_expired_keys()
+
+    async def stop(self, grace: float) -> None:
+        """Stop claiming, let runs checkpoint and release within grace seconds, then cut the rest."""
+        self._stopping.set()
+        for task in self._side_tasks:
+            task.cancel()
+        await asyncio.gather(*self._side_tasks, return_exceptions=True)
+        runs = dict(self._runs)
+        if runs:
+            log.info("waiting for in-flight sagas to checkpoint", count=len(runs), grace=grace)
+            await asyncio.wait([r.task for r in runs.values()], timeout=grace)
+        for run in runs.values():
+            if not run.task.done():
+                run.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, *_DB_ERRORS):
+                    await run.task
+                with contextlib.suppress(*_DB_ERRORS):
+                    await self._repo.release(run.lease)

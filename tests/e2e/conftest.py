@@ -1,0 +1,56 @@
+"""A whole Sagaline stack of real processes on fresh databases and free ports, per test module."""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from sagaline import pg, stack
+
+ALICE = "11111111-1111-4111-8111-111111111111"
+BOB = "22222222-2222-4222-8222-222222222222"
+CAROL = "33333333-3333-4333-8333-333333333333"
+
+# A short profile so takeovers and deadlines happen within a test's patience.
+FAST_PROFILE = {
+    "SAGALINE_OWNERSHIP__LEASE_TTL": "3s",
+    "SAGALINE_OWNERSHIP__POLL_INTERVAL": "0.5s",
+    "SAGALINE_SHUTDOWN_GRACE": "5s",
+}
+
+
+async def running_stack(pg_server: str, extra_env: dict[str, str] | None = None) -> AsyncIterator[stack.Supervisor]:
+    """Create, migrate and seed unique databases, run 3 services + 2 orchestrators, tear all down."""
+    prefix = f"e2e_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    topology = stack.Topology.ephemeral(pg_server, prefix)
+    await stack.prepare(topology, out=io.StringIO())
+    log = open(os.devnull, "w") if not os.environ.get("SAGALINE_TEST_LOGS") else None  # noqa: SIM115, PTH123
+    supervisor = stack.Supervisor(topology, extra_env={**FAST_PROFILE, **(extra_env or {})}, restart_delay=0.5,
+                                  out=log or __import__("sys").stderr, log_format="json")  # fmt: skip
+    try:
+        await supervisor.start()
+        yield supervisor
+    finally:
+        await supervisor.stop()
+        if log is not None:
+            log.close()
+        for name in topology.databases.values():
+            await pg.drop_database(pg_server, name)
+
+
+@pytest.fixture(scope="module")
+async def system(pg_server: str) -> AsyncIterator[stack.Supervisor]:
+    async for supervisor in running_stack(pg_server):
+        yield supervisor
+
+
+def order(customer: str, sku: str = "SKU-WIDGET", quantity: int = 1, price: str = "10.00") -> dict[str, object]:
+    return {
+        "saga_type": "order_saga",
+        "payload": {"customer_id": customer, "items": [{"sku": sku, "quantity": quantity, "unit_price": price}],
+                    "currency": "USD"},
+    }  # fmt: skip
