@@ -118,6 +118,7 @@ class Child:
     health_url: str
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
+    exits: list[int] = field(default_factory=list)
     pump: asyncio.Task[None] | None = None
 
 
@@ -177,6 +178,7 @@ class Supervisor:
         while not self._stopping:
             assert child.process is not None  # noqa: S101 - spawned before watched
             code = await child.process.wait()
+            child.exits.append(code)
             if child.pump is not None:
                 await child.pump
             if self._stopping:

@@ -49,7 +49,9 @@ async def test_sagas_through_both_instances_end_as_the_spec_says(system: stack.S
     try:
         completed = [s for s, e in results if e == "COMPLETED"]
         for saga in completed:
-            row = await orders.fetchrow("SELECT status, total_amount FROM orders WHERE saga_id = $1", uuid.UUID(saga["id"]))
+            row = await orders.fetchrow(
+                "SELECT status, total_amount FROM orders WHERE saga_id = $1", uuid.UUID(saga["id"])
+            )
             assert row["status"] == "CONFIRMED"
             assert str(row["total_amount"]) == "60.00"
     finally:

@@ -1,0 +1,1 @@
+"""The Sagaline inventory participant: reserves stock for sagas and releases it when they compensate."""

@@ -6,7 +6,6 @@ middleware answers probes and `/metrics` before FastAPI sees them, enforces the 
 times requests by route template, all without per-message overhead.
 """
 
-
 import hashlib
 import hmac
 import time

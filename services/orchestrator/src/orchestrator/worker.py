@@ -108,13 +108,12 @@ class Worker:
                 log.error("worker side task died", task=task.get_name(), exc_info=task.exception())
 
     async def _every(self, interval: timedelta, action: Any) -> None:
-        while not self.stopping:
+        while True:
             try:
                 await action()
             except _DB_ERRORS as exc:
                 log.warning("database unavailable", task=asyncio.current_task().get_name(), error=repr(exc))  # type: ignore[union-attr]
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), interval.total_seconds())
+            await asyncio.sleep(interval.total_seconds())
 
     async def _poll(self) -> None:
         free = self._config.max_concurrent - len(self._runs)
@@ -147,13 +146,18 @@ class Worker:
     async def stop(self, grace: float) -> None:
         """Stop claiming, let runs checkpoint and release within grace seconds, then cut the rest."""
         self._stopping.set()
-        for task in self._side_tasks:
+        # Claiming stops now; the heartbeat keeps the leases alive while runs drain, so no other
+        # instance takes a saga whose call is still in flight here.
+        poller = [t for t in self._side_tasks if t.get_name() == "poller"]
+        for task in poller:
             task.cancel()
-        await asyncio.gather(*self._side_tasks, return_exceptions=True)
         runs = dict(self._runs)
         if runs:
             log.info("waiting for in-flight sagas to checkpoint", count=len(runs), grace=grace)
             await asyncio.wait([r.task for r in runs.values()], timeout=grace)
+        for task in self._side_tasks:
+            task.cancel()
+        await asyncio.gather(*self._side_tasks, return_exceptions=True)
         for run in runs.values():
             if not run.task.done():
                 run.task.cancel()

@@ -1,0 +1,3 @@
+from inventory_service.bootstrap import main
+
+raise SystemExit(main())

@@ -1,0 +1,33 @@
+"""The inventory service's settings: `SAGALINE_INVENTORY_*` variables over the `inventory` YAML section."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Final
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from servicekit import settings
+
+DEFAULT_DATABASE_URL: Final = "postgresql://postgres@127.0.0.1:5432/inventory_service"
+
+
+class Settings(settings.ServiceSettings):
+    """Where the inventory service listens and which database it owns."""
+
+    model_config = SettingsConfigDict(env_prefix="SAGALINE_INVENTORY_", env_nested_delimiter="__", extra="forbid")
+    yaml_section: ClassVar[str | None] = "inventory"
+
+    grpc_host: str = "0.0.0.0"  # noqa: S104 - services listen on all interfaces in containers
+    grpc_port: int = Field(default=50053, ge=0, le=65535)
+    http_port: int = Field(default=9103, ge=0, le=65535)
+    database: settings.DatabaseSettings = settings.DatabaseSettings(url=SecretStr(DEFAULT_DATABASE_URL))
+
+    @field_validator("database", mode="before")
+    @classmethod
+    def _own_database_by_default(cls, value: Any) -> Any:
+        # Setting only some fields (say `SAGALINE_INVENTORY_DATABASE__MAX_SIZE`) arrives as a partial
+        # mapping, which would otherwise take the base class's url, not this service's database.
+        if isinstance(value, dict) and "url" not in value:
+            return {**value, "url": DEFAULT_DATABASE_URL}
+        return value
