@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator
 
@@ -28,16 +29,16 @@ async def running_stack(pg_server: str, extra_env: dict[str, str] | None = None)
     prefix = f"e2e_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     topology = stack.Topology.ephemeral(pg_server, prefix)
     await stack.prepare(topology, out=io.StringIO())
-    log = open(os.devnull, "w") if not os.environ.get("SAGALINE_TEST_LOGS") else None  # noqa: SIM115, PTH123
-    supervisor = stack.Supervisor(topology, extra_env={**FAST_PROFILE, **(extra_env or {})}, restart_delay=0.5,
-                                  out=log or __import__("sys").stderr, log_format="json")  # fmt: skip
+    # Child logs go to stderr only when asked (SAGALINE_TEST_LOGS=1), to keep test output readable.
+    out = sys.stderr if os.environ.get("SAGALINE_TEST_LOGS") else io.StringIO()
+    supervisor = stack.Supervisor(
+        topology, extra_env={**FAST_PROFILE, **(extra_env or {})}, restart_delay=0.5, out=out, log_format="json"
+    )
     try:
         await supervisor.start()
         yield supervisor
     finally:
         await supervisor.stop()
-        if log is not None:
-            log.close()
         for name in topology.databases.values():
             await pg.drop_database(pg_server, name)
 

@@ -6,6 +6,7 @@ inside a transaction for long, so a stuck client cannot hold the xmin horizon an
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
@@ -43,9 +44,14 @@ async def create_pool(config: settings.DatabaseSettings, application_name: str =
 
 
 async def ping(pool: asyncpg.Pool, within: float = 2.0) -> bool:
-    """One round trip to the database; False on any connection or timeout failure."""
+    """One round trip to the database within `within` seconds; False on any connection or timeout failure.
+
+    The bound covers waiting for a free connection and connecting, not only the query: a readiness probe
+    must answer even when every pooled connection is busy or the server has stopped answering.
+    """
     try:
-        await pool.fetchval("SELECT 1", timeout=within)
+        async with asyncio.timeout(within):
+            await pool.fetchval("SELECT 1")
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
         return False
     return True

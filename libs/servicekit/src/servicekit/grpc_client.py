@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +36,9 @@ class _TimingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[
             return call
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
+            raise
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
             raise
         finally:
             elapsed = time.perf_counter() - started

@@ -1,14 +1,16 @@
 """gRPC server bootstrap: health, reflection, an observing interceptor, and a graceful stop.
 
-The interceptor times every unary call into `grpc_request_duration_seconds`, logs calls that end in an
-error, and turns an unhandled exception into `INTERNAL` with its stack in the log (never a dead process).
-Services translate their own domain errors into status codes in their gRPC adapter; anything that
-reaches this interceptor unhandled is a bug. `stop` flips the health status to NOT_SERVING before it
-stops accepting calls, then lets in-flight calls finish within the grace period.
+The interceptor times every unary call into `grpc_request_duration_seconds` (cancelled and timed-out ones
+included), logs calls that end in an error, and turns an unhandled exception into `INTERNAL` with its
+stack in the log (never a dead process). Services translate their own domain errors into status codes
+in their gRPC adapter; anything that reaches this interceptor unhandled is a bug. `stop` flips the
+health status to NOT_SERVING before it stops accepting calls, then lets in-flight calls finish within
+the grace period.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -47,6 +49,10 @@ def _observed(behavior: Behavior, service: str, method: str) -> Behavior:
         started = time.perf_counter()
         try:
             response = await behavior(request, context)
+        except asyncio.CancelledError:
+            # The client gave up or the server is stopping: these calls, often the slowest, are timed too.
+            _record(service, method, _cancelled_code(context), started)
+            raise
         except grpc.aio.AbortError:
             code = context.code() or grpc.StatusCode.UNKNOWN
             _record(service, method, code, started)
@@ -61,6 +67,13 @@ def _observed(behavior: Behavior, service: str, method: str) -> Behavior:
         return response
 
     return wrapper
+
+
+def _cancelled_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.CANCELLED
 
 
 def _record(service: str, method: str, code: grpc.StatusCode, started: float) -> None:

@@ -43,12 +43,21 @@ class HttpServer:
 
     async def start(self) -> None:
         """Bind and serve in the background; raises if the port cannot be bound."""
-        self._task = asyncio.create_task(self._server.serve(), name=f"http:{self._server.config.port}")
+        self._task = asyncio.create_task(self._serve(), name=f"http:{self._server.config.port}")
         while not self._server.started:
             if self._task.done():
                 self._task.result()
                 raise OSError(f"http server on port {self._server.config.port} stopped during startup")
             await asyncio.sleep(0.01)
+
+    async def _serve(self) -> None:
+        try:
+            await self._server.serve()
+        except SystemExit as exc:
+            # uvicorn calls sys.exit when it cannot bind; raised inside a task, that would stop the whole
+            # event loop (and every other server in the process) instead of failing `start`.
+            config = self._server.config
+            raise OSError(f"http server on {config.host}:{config.port} failed to start") from exc
 
     async def stop(self) -> None:
         """Stop accepting, finish open requests, and wait for the server task."""

@@ -32,6 +32,16 @@ def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+def _service_adder(service: str) -> Any:
+    # A processor rather than a bound context variable: `clear_contextvars()` in a request or saga scope
+    # must not strip it, and threads that do not inherit the main context (exporters, executors) still log it.
+    def add_service(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+        event.setdefault("service", service)
+        return event
+
+    return add_service
+
+
 def configure(service: str, level: str = "info", fmt: str = "json") -> None:
     """Configure structlog and the standard library's logging for this process (idempotent)."""
     numeric = logging.getLevelName(level.upper())
@@ -40,6 +50,7 @@ def configure(service: str, level: str = "info", fmt: str = "json") -> None:
     )
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        _service_adder(service),
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _add_trace_context,
@@ -51,12 +62,12 @@ def configure(service: str, level: str = "info", fmt: str = "json") -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
-    structlog.contextvars.bind_contextvars(service=service)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
-            foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+            # `extra=` fields are added before the shared chain so that they are redacted too.
+            foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *shared],
         )
     )
     root = logging.getLogger()

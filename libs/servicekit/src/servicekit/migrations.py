@@ -94,7 +94,8 @@ async def _apply_locked(connection: asyncpg.Connection, migrations: list[Migrati
     for migration in migrations:
         if migration.version in applied:
             if applied[migration.version] != migration.checksum:
-                raise MigrationError(f"migration {migration.version}_{migration.name} was edited after it was applied")
+                name = f"{migration.version:04d}_{migration.name}.sql"
+                raise MigrationError(f"migration {name} was edited after it was applied")
             continue
         async with connection.transaction():
             await connection.execute(migration.sql)

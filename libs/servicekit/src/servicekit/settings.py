@@ -8,6 +8,7 @@ every offending field named, never later at first use.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from datetime import timedelta
@@ -37,7 +38,7 @@ def parse_duration(value: object) -> timedelta:
     if isinstance(value, timedelta):
         result = value
     elif isinstance(value, int | float) and not isinstance(value, bool):
-        result = timedelta(seconds=value)
+        result = _from_seconds(value, value)
     elif isinstance(value, str):
         result = _parse_duration_text(value.strip())
     else:
@@ -49,13 +50,24 @@ def parse_duration(value: object) -> timedelta:
 
 def _parse_duration_text(text: str) -> timedelta:
     try:
-        return timedelta(seconds=float(text))
+        seconds = float(text)
     except ValueError:
-        pass
-    parts = _DURATION_PART.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"expected a duration such as '30s', '100ms' or '1m30s', got {text!r}")
-    return timedelta(seconds=sum(float(n) * _UNIT_SECONDS[u] for n, u in parts))
+        parts = _DURATION_PART.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            raise ValueError(f"expected a duration such as '30s', '100ms' or '1m30s', got {text!r}") from None
+        seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    return _from_seconds(seconds, text)
+
+
+def _from_seconds(seconds: float, original: object) -> timedelta:
+    # timedelta raises OverflowError (not ValueError) for inf and huge values, and pydantic lets only
+    # ValueError become a validation error: without this, `30000000000h` would crash with a bare traceback.
+    if not math.isfinite(seconds):
+        raise ValueError(f"expected a finite duration, got {original!r}")
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"duration {original!r} is out of range") from None
 
 
 def _format_duration(value: timedelta) -> str:
@@ -103,7 +115,12 @@ class _YamlSource(PydanticBaseSettingsSource):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
         section = getattr(settings_cls, "yaml_section", None)
         data = loaded or {}
-        self._data = data.get(section, {}) if section else data
+        if section:
+            # An empty section (every key commented out) loads as None and means "all defaults".
+            data = data.get(section) or {}
+            if not isinstance(data, dict):
+                raise ConfigError(f"section {section!r} of config file {path} must hold a mapping")
+        self._data = data
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return self._data.get(field_name), field_name, False
@@ -113,25 +130,37 @@ class _YamlSource(PydanticBaseSettingsSource):
 
 
 class _SecretFileSource(PydanticBaseSettingsSource):
-    """`<prefix>FIELD_FILE=/path` reads FIELD from that file (Docker and Kubernetes secrets)."""
+    """`<prefix>FIELD_FILE=/path` reads FIELD from that file (Docker and Kubernetes secrets).
+
+    Nested fields use the environment's `__` delimiter, so `SAGALINE_DATABASE__URL_FILE` sets `database.url`.
+    """
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        prefix = str(self.settings_cls.model_config.get("env_prefix", ""))
-        path = os.environ.get(f"{prefix}{field_name}_FILE".upper())
-        if path is None:
-            return None, field_name, False
-        try:
-            return Path(path).read_text().strip(), field_name, False
-        except OSError as exc:
-            raise ConfigError(f"cannot read secret file for {field_name}: {exc}") from exc
+        return self._read(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
+        return self._collect(self.settings_cls.model_fields, "")
+
+    def _collect(self, fields: dict[str, FieldInfo], path: str) -> dict[str, Any]:
         values: dict[str, Any] = {}
-        for name, field in self.settings_cls.model_fields.items():
-            value, _, _ = self.get_field_value(field, name)
-            if value is not None:
+        for name, field in fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                if nested := self._collect(annotation.model_fields, f"{path}{name}__"):
+                    values[name] = nested
+            elif (value := self._read(f"{path}{name}")) is not None:
                 values[name] = value
         return values
+
+    def _read(self, dotted: str) -> str | None:
+        prefix = str(self.settings_cls.model_config.get("env_prefix", ""))
+        path = os.environ.get(f"{prefix}{dotted}_FILE".upper())
+        if path is None:
+            return None
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read secret file for {dotted.replace('__', '.')}: {exc}") from exc
 
 
 class LogSettings(BaseModel):

@@ -1,0 +1,1 @@
+"""The order participant of Sagaline: creates, confirms and cancels orders for sagas, idempotently."""
