@@ -87,7 +87,7 @@ class SagaRepository(Protocol):
         ...
 
     async def renew(self, owner_id: str, leases: Sequence[Lease], ttl: timedelta) -> set[str]:
-        """Extend unexpired leases still carrying their fence; returns the saga ids renewed."""
+        """Extend unexpired leases still carrying their fence; returns the ids of live sagas whose lease is lost."""
         ...
 
     async def release(self, lease: Lease) -> None:

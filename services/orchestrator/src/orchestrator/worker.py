@@ -130,9 +130,9 @@ class Worker:
     async def _heartbeat(self) -> None:
         runs = dict(self._runs)
         leases = [run.lease for run in runs.values() if not run.task.done()]
-        renewed = await self._repo.renew(self.owner_id, leases, self._config.lease_ttl)
+        lost = await self._repo.renew(self.owner_id, leases, self._config.lease_ttl)
         for lease in leases:
-            if lease.saga_id not in renewed and (run := runs.get(lease.saga_id)) is not None:
+            if lease.saga_id in lost and (run := runs.get(lease.saga_id)) is not None:
                 metrics.LEASE_LOSSES.inc()
                 log.warning("lease lost on renewal, stopping the saga here", saga_id=lease.saga_id, fence=lease.fence)
                 run.task.cancel()

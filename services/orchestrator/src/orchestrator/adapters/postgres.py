@@ -110,6 +110,10 @@ FROM target
 WHERE s.id = target.id
 RETURNING s.*, target.previous_owner"""
 
+# Of the sagas a heartbeat could not renew, those still live: their lease is lost (expired or taken).
+# The others finished (a terminal save releases the lease) and are simply done.
+STILL_LIVE: Final = "SELECT id FROM sagas WHERE id = ANY($1::uuid[]) AND status = ANY($2::text[])"
+
 SELECT_STEPS: Final = "SELECT * FROM saga_steps WHERE saga_id = ANY($1::uuid[]) ORDER BY saga_id, position"
 
 # Heartbeat: extends only leases that are still ours (same fence) and not yet expired, so an expired
@@ -148,7 +152,7 @@ LIMIT $5"""
 
 # Housekeeping for health and alerts; the partial index keeps it cheap.
 STATS: Final = """
-SELECT extract(epoch FROM clock_timestamp() - min(created_at)) FILTER (WHERE status = ANY($1::text[])) AS oldest,
+SELECT extract(epoch FROM clock_timestamp() - min(created_at) FILTER (WHERE status = ANY($1::text[]))) AS oldest,
        count(*) FILTER (WHERE status = 'FAILED') AS failed
 FROM sagas WHERE status = ANY($1::text[]) OR status = 'FAILED'"""
 
@@ -262,7 +266,10 @@ class PostgresSagaRepository:
         rows = await self._pool.fetch(
             RENEW, owner_id, ttl, [uuid.UUID(le.saga_id) for le in leases], [le.fence for le in leases]
         )
-        return {str(r["id"]) for r in rows}
+        missed = [uuid.UUID(le.saga_id) for le in leases if uuid.UUID(le.saga_id) not in {r["id"] for r in rows}]
+        if not missed:
+            return set()
+        return {str(r["id"]) for r in await self._pool.fetch(STILL_LIVE, missed, _LIVE)}
 
     async def release(self, lease: ports.Lease) -> None:
         async with self._pool.acquire() as conn, conn.transaction():

@@ -1,0 +1,252 @@
+"""`make bench`: sagas/s, latency, durable commits and CPU per saga against a stack started here.
+
+Runs N sagas at concurrency C through the REST API of two orchestrator instances (alternating),
+default mix 90% happy and 10% payment declined; latency is accept -> terminal as recorded by the
+database (sagas.created_at -> finished_at). Commits are measured as deltas of pg_stat_wal.wal_sync
+(server-wide fsyncs) and pg_stat_database.xact_commit (the four databases; this also counts
+read-only transactions). The commit ceiling of the machine is measured in the same run with pgbench
+(one-row inserts, 32 clients). `--fault` kill -9's one orchestrator mid-run and reports the takeover
+time and `sagaline check`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import psutil
+import uvloop
+
+from sagaline import check, pg, stack
+
+ALICE, BOB = "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def body(declined: bool) -> dict[str, Any]:
+    customer, price = (BOB, "500.00") if declined else (ALICE, "12.50")
+    return {"saga_type": "order_saga",
+            "payload": {"customer_id": customer, "currency": "USD",
+                        "items": [{"sku": "SKU-WIDGET", "quantity": 1, "unit_price": price}]}}  # fmt: skip
+
+
+async def counters(topology: stack.Topology) -> tuple[int, int]:
+    conn = await asyncpg.connect(topology.server_url)
+    try:
+        wal = await conn.fetchval("SELECT wal_sync FROM pg_stat_wal")
+        commits = await conn.fetchval(
+            "SELECT sum(xact_commit) FROM pg_stat_database WHERE datname = ANY($1::text[])",
+            list(topology.databases.values()),
+        )
+        return int(wal), int(commits)
+    finally:
+        await conn.close()
+
+
+def cpu_seconds(supervisor: stack.Supervisor) -> float:
+    total = 0.0
+    for child in supervisor.children.values():
+        if child.process is not None and child.process.returncode is None:
+            times = psutil.Process(child.process.pid).cpu_times()
+            total += times.user + times.system
+    return total
+
+
+async def drive(
+    supervisor: stack.Supervisor, n: int, concurrency: int, decline: float, kill_at: int | None
+) -> dict[str, Any]:
+    topology = supervisor.topology
+    clients = [httpx.AsyncClient(base_url=topology.orchestrator_url(i), timeout=30) for i in range(2)]
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(n):
+        queue.put_nowait(i)
+    ids: list[str] = []
+    killed: dict[str, float] = {}
+    rng = random.Random(7)
+
+    async def client_loop() -> None:
+        while not queue.empty():
+            i = queue.get_nowait()
+            if kill_at is not None and i == kill_at and not killed:
+                supervisor.signal("orchestrator-1", signal.SIGKILL)
+                killed["at"] = time.time()
+            target = clients[1] if killed else clients[i % 2]
+            response = await target.post("/v1/sagas", json=body(rng.random() < decline),
+                                         headers={"Idempotency-Key": str(uuid.uuid4())})  # fmt: skip
+            if response.status_code != 202:
+                raise RuntimeError(f"start failed: {response.status_code} {response.text}")
+            ids.append(response.json()["id"])
+
+    await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+    for client in clients:
+        await client.aclose()
+    return {"ids": ids, "killed_at": killed.get("at")}
+
+
+async def wait_terminal(topology: stack.Topology, ids: list[str], within: float) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(topology.url("saga_orchestrator"))
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                rows = await conn.fetch(
+                    "SELECT status, created_at, finished_at FROM sagas WHERE id = ANY($1::uuid[])",
+                    [uuid.UUID(i) for i in ids],
+                )
+                if all(r["finished_at"] is not None for r in rows) and len(rows) == len(ids):
+                    return list(rows)
+                await asyncio.sleep(0.2)
+    finally:
+        await conn.close()
+
+
+QUANTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
+
+
+async def run_phase(
+    supervisor: stack.Supervisor, n: int, c: int, decline: float, kill_at: int | None = None
+) -> dict[str, Any]:
+    topology = supervisor.topology
+    wal0, commits0 = await counters(topology)
+    cpu0 = cpu_seconds(supervisor)
+    driven = await drive(supervisor, n, c, decline, kill_at)
+    rows = await wait_terminal(topology, driven["ids"], within=120)
+    wal1, commits1 = await counters(topology)
+    cpu1 = cpu_seconds(supervisor)
+    latencies = [(r["finished_at"] - r["created_at"]).total_seconds() for r in rows]
+    span = (max(r["finished_at"] for r in rows) - min(r["created_at"] for r in rows)).total_seconds()
+    outcome: dict[str, int] = {}
+    for r in rows:
+        outcome[r["status"]] = outcome.get(r["status"], 0) + 1
+    result = {
+        "sagas": n, "concurrency": c, "outcomes": outcome,
+        "sagas_per_second": round(n / span, 1),
+        "latency_ms": {q: round(percentile(latencies, v) * 1000, 1) for q, v in QUANTILES},
+        "wal_sync_per_saga": round((wal1 - wal0) / n, 2),
+        "xact_commit_per_saga": round((commits1 - commits0) / n, 2),
+        "cpu_seconds_per_saga": round((cpu1 - cpu0) / n, 5),
+    }  # fmt: skip
+    if driven["killed_at"] is not None:
+        result["killed"] = True
+        result["takeover_seconds"] = await takeover_time(topology, driven["killed_at"])
+    return result
+
+
+async def takeover_time(topology: stack.Topology, killed_at: float) -> float | None:
+    conn = await asyncpg.connect(topology.url("saga_orchestrator"))
+    try:
+        first = await conn.fetchval(
+            "SELECT min(created_at) FROM saga_events"
+            " WHERE kind = 'lease_acquired' AND detail->>'previous_owner' IS NOT NULL"
+        )
+    finally:
+        await conn.close()
+    return None if first is None else round(first.timestamp() - killed_at, 2)
+
+
+def commit_ceiling(server_url: str, seconds: int = 5) -> float | None:
+    """pgbench one-row inserts at 32 clients: the machine's durable commits per second."""
+    name = f"bench_ceiling_{os.getpid()}"
+    url = pg.with_database(server_url, name)
+    uvloop.run(pg.create_database(server_url, name))
+    try:
+        subprocess.run(["psql", url, "-qc", "CREATE TABLE IF NOT EXISTS t (v int)"], check=True, capture_output=True)
+        with tempfile.NamedTemporaryFile("w", suffix=".sql") as script:
+            script.write("INSERT INTO t VALUES (1);\n")
+            script.flush()
+            out = subprocess.run(
+                ["pgbench", "-n", "-c", "32", "-j", "2", "-T", str(seconds), "-f", script.name, url],
+                check=True, capture_output=True, text=True,
+            ).stdout  # fmt: skip
+        match = re.search(r"tps = ([\d.]+)", out)
+        return float(match.group(1)) if match else None
+    except (FileNotFoundError, subprocess.CalledProcessError):
+        return None
+    finally:
+        uvloop.run(pg.drop_database(server_url, name))
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    server_url, source = pg.server_url()
+    topology = stack.Topology.ephemeral(server_url, f"bench_{os.getpid()}")
+    await stack.prepare(topology, out=io.StringIO())
+    env = {"SAGALINE_LOG__LEVEL": "warning", "OTEL_SDK_DISABLED": "true" if args.no_tracing else "false"}
+    for service in stack.SERVICES:
+        env[f"SAGALINE_{service.upper()}_LOG__LEVEL"] = "warning"
+    if args.fault:
+        env |= {"SAGALINE_OWNERSHIP__LEASE_TTL": "3s", "SAGALINE_OWNERSHIP__POLL_INTERVAL": "0.5s"}
+    log = open(os.environ.get("BENCH_LOG", os.devnull), "w")  # noqa: SIM115, ASYNC230 - closed by the process exit
+    supervisor = stack.Supervisor(topology, extra_env=env, out=log, restart_delay=1.0)
+    try:
+        await supervisor.start()
+        await run_phase(supervisor, 50, 8, 0.0)  # warm-up: connections, caches
+        phases = {"c1": await run_phase(supervisor, args.serial, 1, args.decline)}
+        kill_at = args.sagas // 2 if args.fault else None
+        phases[f"c{args.concurrency}"] = await run_phase(
+            supervisor, args.sagas, args.concurrency, args.decline, kill_at
+        )
+        report = await check.run({role: topology.url(role) for role in pg.DATABASES})
+    finally:
+        await supervisor.stop()
+        for name in topology.databases.values():
+            await pg.drop_database(server_url, name)
+    return {"postgres": source, "tracing": not args.no_tracing, "fault": args.fault, "phases": phases,
+            "check": "OK" if report.ok else report.violations}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sagas", type=int, default=int(os.environ.get("BENCH_SAGAS", "1000")))
+    parser.add_argument("--concurrency", type=int, default=int(os.environ.get("BENCH_CONCURRENCY", "16")))
+    parser.add_argument("--serial", type=int, default=100, help="sagas in the concurrency-1 phase")
+    parser.add_argument("--decline", type=float, default=0.10, help="share of payment-declined sagas")
+    parser.add_argument("--fault", action="store_true", help="kill -9 one orchestrator mid-run")
+    parser.add_argument("--no-tracing", action="store_true", help="OTEL_SDK_DISABLED=true in every process")
+    args = parser.parse_args()
+    result = uvloop.run(bench(args))
+    server_url, _ = pg.server_url()
+    result["commit_ceiling_tps"] = commit_ceiling(server_url)
+    result["at"] = datetime.now(UTC).isoformat()
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+    path.write_text(json.dumps(result, indent=2))
+    print_table(result, path)
+
+
+def print_table(result: dict[str, Any], path: Path) -> None:
+    print(f"{'phase':<6} {'sagas/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'wal_sync/saga':>14} "
+          f"{'xact/saga':>10} {'cpu s/saga':>11}  outcomes")  # fmt: skip
+    for name, p in result["phases"].items():
+        lat = p["latency_ms"]
+        print(f"{name:<6} {p['sagas_per_second']:>8} {lat['p50']:>8} {lat['p95']:>8} {lat['p99']:>8} "
+              f"{p['wal_sync_per_saga']:>14} {p['xact_commit_per_saga']:>10} {p['cpu_seconds_per_saga']:>11}  "
+              f"{p['outcomes']}" + (f"  takeover {p.get('takeover_seconds')}s" if "killed" in p else ""))  # fmt: skip
+    ceiling = result["commit_ceiling_tps"]
+    print(
+        f"commit ceiling (pgbench, 32 clients): {ceiling} commits/s;"
+        f" check: {result['check']}; tracing: {result['tracing']}"
+    )
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()
