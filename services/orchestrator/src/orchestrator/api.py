@@ -26,8 +26,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from swagger_ui_bundle import swagger_ui_path
 
-from orchestrator import engine, usecases
-from orchestrator.adapters.postgres import CursorError, PostgresSagaRepository
+from orchestrator import engine, ports, usecases
 from orchestrator.domain import errors
 from orchestrator.domain.model import SagaStatus
 from orchestrator.worker import Worker
@@ -159,7 +158,7 @@ def _idempotency_key(value: str | None) -> str:
 
 def create_app(  # noqa: C901 - a flat list of route declarations
     service: usecases.SagaService,
-    views: PostgresSagaRepository,
+    views: ports.SagaViews,
     worker: Worker,
     authenticate: Authenticator,
     readiness: health.Readiness,
@@ -219,10 +218,7 @@ def create_app(  # noqa: C901 - a flat list of route declarations
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
         cursor: Annotated[str | None, Query(max_length=200)] = None,
     ) -> JSONResponse:
-        try:
-            items, following = await views.list_view(status.value if status else None, saga_type, limit, cursor)
-        except CursorError as exc:
-            raise Problem(400, "malformed-cursor", "Malformed cursor", str(exc)) from exc
+        items, following = await views.list_view(status.value if status else None, saga_type, limit, cursor)
         return JSONResponse({"items": items, "next_cursor": following})
 
     @app.post("/v1/sagas/{saga_id}/retry", status_code=202)
@@ -243,6 +239,7 @@ _DOMAIN_ERRORS: Final[list[tuple[type[Exception], int, str, str]]] = [
     (errors.UnknownSagaType, 422, "unknown-saga-type", "Unknown saga type"),
     (errors.InvalidRequest, 422, "invalid-payload", "Invalid payload"),
     (errors.IdempotencyConflict, 422, "idempotency-key-reused", "Idempotency-Key reused with another body"),
+    (errors.MalformedCursor, 400, "malformed-cursor", "Malformed cursor"),
     (errors.SagaNotFound, 404, "saga-not-found", "Saga not found"),
     (errors.StateConflict, 409, "state-conflict", "The saga's state forbids this"),
 ]

@@ -111,6 +111,24 @@ class SagaRepository(Protocol):
         ...
 
 
+class SagaViews(Protocol):
+    """Read models for the API: plain data, never aggregates."""
+
+    async def get_view(self, saga_id: str) -> dict[str, Any] | None:
+        """The saga, its steps and its history; None when it does not exist."""
+        ...
+
+    async def list_view(
+        self, status: str | None, saga_type: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Newest first, and the cursor of the next page.
+
+        Raises:
+            errors.MalformedCursor: the cursor was not issued by this API.
+        """
+        ...
+
+
 class Clock(Protocol):
     """Time, injectable: wall time for deadlines and timestamps, monotonic time for waits."""
 

@@ -353,10 +353,6 @@ class PostgresSagaRepository:
         return saga
 
 
-class CursorError(ValueError):
-    """A list cursor that this API did not produce."""
-
-
 def encode_cursor(created_at: datetime, saga_id: uuid.UUID) -> str:
     """An opaque keyset cursor."""
     return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{saga_id}".encode()).decode()
@@ -366,13 +362,13 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     """Parse a cursor from `encode_cursor`.
 
     Raises:
-        CursorError: the cursor is malformed.
+        errors.MalformedCursor: the cursor is malformed.
     """
     try:
         at, _, sid = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
         return datetime.fromisoformat(at), uuid.UUID(sid)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise CursorError("malformed cursor") from exc
+        raise errors.MalformedCursor("malformed cursor") from exc
 
 
 def _step(row: asyncpg.Record) -> Step:

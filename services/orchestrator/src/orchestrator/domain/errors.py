@@ -4,6 +4,7 @@
     ├── IllegalTransition        a state change the tables forbid (a bug, never a user error)
     ├── InvalidRequest           the client's saga request is malformed (422)
     │   └── UnknownSagaType
+    ├── MalformedCursor          a list cursor this API did not issue (400)
     ├── SagaNotFound             (404)
     ├── StateConflict            the saga's state forbids the operation (409)
     ├── IdempotencyConflict      same Idempotency-Key, different body (422)
@@ -37,6 +38,10 @@ class InvalidRequest(OrchestratorError):
 
 class UnknownSagaType(InvalidRequest):
     """No definition exists for the requested saga type."""
+
+
+class MalformedCursor(OrchestratorError):
+    """A list cursor this API did not issue."""
 
 
 class SagaNotFound(OrchestratorError):

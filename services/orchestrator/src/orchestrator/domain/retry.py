@@ -28,6 +28,10 @@ class RetryPolicy:
 
     def delay(self, retry: int, rand: float) -> timedelta:
         """Delay before retry number `retry` (1-based); `rand` is uniform in [0, 1)."""
-        base = min(self.initial.total_seconds() * self.multiplier ** max(retry - 1, 0), self.maximum.total_seconds())
+        try:
+            grown = self.initial.total_seconds() * self.multiplier ** max(retry - 1, 0)
+        except OverflowError:  # an unlimited policy's thousandth retry: far past the cap anyway
+            grown = float("inf")
+        base = min(grown, self.maximum.total_seconds())
         spread = base * self.jitter * (2.0 * rand - 1.0)
         return timedelta(seconds=max(base + spread, 0.0))

@@ -1,0 +1,3 @@
+from order_service.bootstrap import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Adapters: PostgreSQL storage and the gRPC API of the order service."""

@@ -1,0 +1,3 @@
+from payment_service.bootstrap import main
+
+raise SystemExit(main())
