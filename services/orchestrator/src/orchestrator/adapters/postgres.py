@@ -25,54 +25,82 @@ from orchestrator.domain.model import LIVE, Event, OnTimeout, Saga, SagaStatus, 
 
 _LIVE: Final = [s.value for s in LIVE]
 
-# Registers a client's Idempotency-Key. ON CONFLICT waits for a concurrent insert of the same key to
-# commit or abort, so of N concurrent duplicates on any instances exactly one inserts.
-INSERT_KEY: Final = """
-INSERT INTO idempotency_keys (key, request_hash, saga_id, expires_at)
-VALUES ($1, $2, $3, clock_timestamp() + $4::interval)
-ON CONFLICT (key) DO NOTHING
-RETURNING saga_id"""
+# Acceptance in one statement: the client's Idempotency-Key, the saga (owned at once, fence 1, by the
+# accepting instance when $10 is not null), its steps and its first events. Everything else hangs off
+# the key insert, so a duplicate key writes nothing. ON CONFLICT waits for a concurrent insert of the
+# same key to commit or abort: of N concurrent duplicates on any instances exactly one inserts.
+CREATE: Final = """
+WITH new_key AS (
+    INSERT INTO idempotency_keys (key, request_hash, saga_id, expires_at)
+    VALUES ($14, $15, $1, clock_timestamp() + $16::interval)
+    ON CONFLICT (key) DO NOTHING
+    RETURNING saga_id
+), new_saga AS (
+    INSERT INTO sagas (id, saga_type, definition_version, status, payload, context, deadline, on_timeout,
+                       trace_context, owner_id, fence, lease_expires_at, next_attempt_at, created_at)
+    SELECT $1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8, $9::jsonb, $10,
+           CASE WHEN $10::text IS NULL THEN 0 ELSE 1 END,
+           CASE WHEN $10::text IS NULL THEN NULL ELSE clock_timestamp() + $11::interval END,
+           $12, $13
+    FROM new_key
+    RETURNING id, fence, owner_id
+), new_steps AS (
+    INSERT INTO saga_steps (saga_id, position, name, status, attempts, compensation_attempts, next_attempt_at,
+                            idempotency_key, compensation_key, started_at)
+    SELECT new_saga.id, u.* FROM new_saga,
+           unnest($17::int[], $18::text[], $19::text[], $20::int[], $21::int[], $22::timestamptz[], $23::text[],
+                  $24::text[], $25::timestamptz[])
+           AS u(position, name, status, attempts, compensation_attempts, next_attempt_at, idempotency_key,
+                compensation_key, started_at)
+), new_events AS (
+    INSERT INTO saga_events (saga_id, fence, owner_id, kind, step, from_status, to_status, detail)
+    SELECT new_saga.id, new_saga.fence, new_saga.owner_id, e.kind, e.step, e.from_status, e.to_status, e.detail
+    FROM new_saga, unnest($26::text[], $27::text[], $28::text[], $29::text[], $30::jsonb[])
+         WITH ORDINALITY AS e(kind, step, from_status, to_status, detail, n)
+    ORDER BY e.n
+)
+SELECT saga_id FROM new_key"""
 
 SELECT_KEY: Final = "SELECT request_hash, saga_id FROM idempotency_keys WHERE key = $1"
-
-# A new saga, owned at once (fence 1) by the instance that accepted it when $10 is not null.
-INSERT_SAGA: Final = """
-INSERT INTO sagas (id, saga_type, definition_version, status, payload, context, deadline, on_timeout,
-                   trace_context, owner_id, fence, lease_expires_at, next_attempt_at, created_at)
-VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8, $9::jsonb, $10,
-        CASE WHEN $10::text IS NULL THEN 0 ELSE 1 END,
-        CASE WHEN $10::text IS NULL THEN NULL ELSE clock_timestamp() + $11::interval END,
-        $12, $13)"""
-
-INSERT_STEP: Final = """
-INSERT INTO saga_steps (saga_id, position, name, status, attempts, compensation_attempts, next_attempt_at,
-                        idempotency_key, compensation_key, started_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"""
 
 INSERT_EVENT: Final = """
 INSERT INTO saga_events (saga_id, fence, owner_id, kind, step, from_status, to_status, detail)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)"""
 
-# The fenced checkpoint. Ownership check and state change are one statement: a takeover cannot slip
-# between them, and the row lock it takes makes a concurrent claim wait for this transaction. An
-# expired lease is never written through, even if nobody has taken the saga yet. Each save renews the
-# lease; a terminal save releases it.
-UPDATE_SAGA: Final = """
-UPDATE sagas
-SET status = $4, context = $5::jsonb, error = $6, next_attempt_at = coalesce($7, next_attempt_at),
-    updated_at = clock_timestamp(),
-    finished_at = CASE WHEN $8 THEN clock_timestamp() END,
-    owner_id = CASE WHEN $8 THEN NULL ELSE owner_id END,
-    lease_expires_at = CASE WHEN $8 THEN NULL ELSE clock_timestamp() + $9::interval END
-WHERE id = $1 AND owner_id = $2 AND fence = $3 AND lease_expires_at > clock_timestamp()
-RETURNING cancel_requested"""
-
-# Only called after UPDATE_SAGA succeeded in the same transaction, so it is fenced too.
-UPDATE_STEP: Final = """
-UPDATE saga_steps
-SET status = $3, attempts = $4, compensation_attempts = $5, next_attempt_at = $6, request = $7::jsonb,
-    response = $8::jsonb, error = $9, started_at = $10, finished_at = $11
-WHERE saga_id = $1 AND position = $2"""
+# The fenced checkpoint, in one statement and one round trip. The saga row is updated only if this
+# owner's fence still holds and its lease has not expired (database clock): the ownership check and
+# the state change cannot be separated, and the row lock makes a concurrent claim wait for this
+# statement. The changed steps and the new events are written only through the `owned` row, so a
+# refused checkpoint writes nothing at all. An expired lease is never written through, even if
+# nobody has taken the saga yet. Each checkpoint renews the lease; a terminal one releases it.
+SAVE: Final = """
+WITH owned AS (
+    UPDATE sagas
+    SET status = $4, context = $5::jsonb, error = $6, next_attempt_at = coalesce($7, next_attempt_at),
+        updated_at = clock_timestamp(),
+        finished_at = CASE WHEN $8 THEN clock_timestamp() END,
+        owner_id = CASE WHEN $8 THEN NULL ELSE owner_id END,
+        lease_expires_at = CASE WHEN $8 THEN NULL ELSE clock_timestamp() + $9::interval END
+    WHERE id = $1 AND owner_id = $2 AND fence = $3 AND lease_expires_at > clock_timestamp()
+    RETURNING id, cancel_requested
+), changed_steps AS (
+    UPDATE saga_steps s
+    SET status = u.status, attempts = u.attempts, compensation_attempts = u.compensation_attempts,
+        next_attempt_at = u.next_attempt_at, request = u.request, response = u.response, error = u.error,
+        started_at = u.started_at, finished_at = u.finished_at
+    FROM owned, unnest($10::int[], $11::text[], $12::int[], $13::int[], $14::timestamptz[], $15::jsonb[],
+                       $16::jsonb[], $17::text[], $18::timestamptz[], $19::timestamptz[])
+         AS u(position, status, attempts, compensation_attempts, next_attempt_at, request, response, error,
+              started_at, finished_at)
+    WHERE s.saga_id = owned.id AND s.position = u.position
+), new_events AS (
+    INSERT INTO saga_events (saga_id, fence, owner_id, kind, step, from_status, to_status, detail)
+    SELECT owned.id, $3, $2, e.kind, e.step, e.from_status, e.to_status, e.detail
+    FROM owned, unnest($20::text[], $21::text[], $22::text[], $23::text[], $24::jsonb[])
+         WITH ORDINALITY AS e(kind, step, from_status, to_status, detail, n)
+    ORDER BY e.n
+)
+SELECT cancel_requested FROM owned"""
 
 # Acquisition: due live sagas that nobody holds, or whose lease expired (database clock). SKIP LOCKED
 # lets instances poll concurrently without blocking on each other's rows; FOR UPDATE OF is on the saga
@@ -178,36 +206,25 @@ class PostgresSagaRepository:
     async def create(
         self, saga: Saga, key: str, request_hash: str, owner_id: str | None, ttl: timedelta
     ) -> ports.Created:
-        async with self._pool.acquire() as conn, conn.transaction():
-            inserted = await conn.fetchval(INSERT_KEY, key, request_hash, uuid.UUID(saga.id), self._key_ttl)
-            if inserted is None:
-                existing = await conn.fetchval("SELECT saga_id FROM idempotency_keys WHERE key = $1", key)
-                return ports.Created(str(existing), created=False, lease=None)
-            await self._insert(conn, saga, owner_id, ttl)
-        lease = ports.Lease(saga.id, owner_id, 1) if owner_id else None
-        return ports.Created(saga.id, created=True, lease=lease)
-
-    async def _insert(self, conn: asyncpg.Connection, saga: Saga, owner_id: str | None, ttl: timedelta) -> None:
-        sid = uuid.UUID(saga.id)
-        await conn.execute(
-            INSERT_SAGA, sid, saga.definition.saga_type, saga.definition.version, saga.status.value,
+        steps, events = saga.take_dirty_steps(), saga.take_events()
+        inserted = await self._pool.fetchval(
+            CREATE, uuid.UUID(saga.id), saga.definition.saga_type, saga.definition.version, saga.status.value,
             _dumps(saga.payload), _dumps(saga.context), saga.deadline, saga.on_timeout.value,
             _dumps(saga.trace_context), owner_id, ttl, saga.next_attempt_at or saga.created_at, saga.created_at,
+            key, request_hash, self._key_ttl,
+            [s.position for s in steps], [s.name for s in steps], [s.status.value for s in steps],
+            [s.attempts for s in steps], [s.compensation_attempts for s in steps], [s.next_attempt_at for s in steps],
+            [s.idempotency_key for s in steps], [s.compensation_key for s in steps], [s.started_at for s in steps],
+            [e.kind for e in events], [e.step for e in events], [e.from_status for e in events],
+            [e.to_status for e in events], [_dumps(e.detail) for e in events],
         )  # fmt: skip
-        await conn.executemany(
-            INSERT_STEP,
-            [
-                (sid, s.position, s.name, s.status.value, s.attempts, s.compensation_attempts, s.next_attempt_at,
-                 s.idempotency_key, s.compensation_key, s.started_at)
-                for s in saga.take_dirty_steps()
-            ],
-        )  # fmt: skip
-        await self._insert_events(conn, saga, 1 if owner_id else 0, owner_id)
-
-    async def _insert_events(self, conn: asyncpg.Connection, saga: Saga, fence: int, owner: str | None) -> None:
-        events = saga.take_events()
-        if events:
-            await conn.executemany(INSERT_EVENT, [_event_row(saga.id, fence, owner, e) for e in events])
+        if inserted is None:
+            existing = await self.key_hash(key)
+            if existing is None:  # pragma: no cover - the key expired and was purged in between
+                raise errors.IdempotencyConflict("Idempotency-Key expired while in use; retry the request")
+            return ports.Created(existing[1], created=False, lease=None)
+        lease = ports.Lease(saga.id, owner_id, 1) if owner_id else None
+        return ports.Created(saga.id, created=True, lease=lease)
 
     async def key_hash(self, key: str) -> tuple[str, str] | None:
         row = await self._pool.fetchrow(SELECT_KEY, key)
@@ -216,18 +233,19 @@ class PostgresSagaRepository:
     # -- the owner's writes ----------------------------------------------------------------------------
 
     async def save(self, saga: Saga, lease: ports.Lease, ttl: timedelta) -> bool:
-        terminal = saga.status.terminal
-        async with self._pool.acquire() as conn, conn.transaction():
-            cancel = await conn.fetchval(
-                UPDATE_SAGA, uuid.UUID(saga.id), lease.owner_id, lease.fence, saga.status.value,
-                _dumps(saga.context), saga.error, saga.next_attempt_at, terminal, ttl,
-            )  # fmt: skip
-            if cancel is None:
-                raise errors.LeaseLost(f"saga {saga.id}: fence {lease.fence} of {lease.owner_id} no longer holds")
-            steps = saga.take_dirty_steps()
-            if steps:
-                await conn.executemany(UPDATE_STEP, [_step_row(saga.id, s) for s in steps])
-            await self._insert_events(conn, saga, lease.fence, lease.owner_id)
+        steps, events = saga.take_dirty_steps(), saga.take_events()
+        cancel = await self._pool.fetchval(
+            SAVE, uuid.UUID(saga.id), lease.owner_id, lease.fence, saga.status.value, _dumps(saga.context),
+            saga.error, saga.next_attempt_at, saga.status.terminal, ttl,
+            [s.position for s in steps], [s.status.value for s in steps], [s.attempts for s in steps],
+            [s.compensation_attempts for s in steps], [s.next_attempt_at for s in steps],
+            [_dumps(s.request) for s in steps], [_dumps(s.response) for s in steps], [s.error for s in steps],
+            [s.started_at for s in steps], [s.finished_at for s in steps],
+            [e.kind for e in events], [e.step for e in events], [e.from_status for e in events],
+            [e.to_status for e in events], [_dumps(e.detail) for e in events],
+        )  # fmt: skip
+        if cancel is None:
+            raise errors.LeaseLost(f"saga {saga.id}: fence {lease.fence} of {lease.owner_id} no longer holds")
         return bool(cancel)
 
     async def claim(self, owner_id: str, ttl: timedelta, limit: int, exclude: Sequence[str]) -> list[ports.Claimed]:
@@ -387,13 +405,6 @@ def _step(row: asyncpg.Record) -> Step:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
     )
-
-
-def _step_row(saga_id: str, s: Step) -> tuple[Any, ...]:
-    return (
-        uuid.UUID(saga_id), s.position, s.status.value, s.attempts, s.compensation_attempts, s.next_attempt_at,
-        _dumps(s.request), _dumps(s.response), s.error, s.started_at, s.finished_at,
-    )  # fmt: skip
 
 
 def _event_row(saga_id: str, fence: int, owner: str | None, e: Event) -> tuple[Any, ...]:
