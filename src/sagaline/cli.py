@@ -38,6 +38,7 @@ def up(orchestrators: Annotated[int, typer.Option(min=1, max=8)] = 2) -> None:
     """Find or start PostgreSQL, migrate, seed, and run 3 services + N orchestrators until Ctrl-C."""
     topology = _topology()
     topology.orchestrator_ports = [8080 + i for i in range(orchestrators)]
+    topology.debug_ports = [6060 + i for i in range(orchestrators)]
     uvloop.run(_up(topology))
 
 

@@ -49,6 +49,8 @@ class Topology:
     grpc_ports: dict[str, int] = field(default_factory=lambda: {"order": 50051, "payment": 50052, "inventory": 50053})
     http_ports: dict[str, int] = field(default_factory=lambda: {"order": 9101, "payment": 9102, "inventory": 9103})
     orchestrator_ports: list[int] = field(default_factory=lambda: [8080, 8081])
+    # Used only when the debug port is enabled (SAGALINE_DEBUG__ENABLED=true); bound to 127.0.0.1.
+    debug_ports: list[int] = field(default_factory=lambda: [6060, 6061])
     host: str = "127.0.0.1"
 
     @classmethod
@@ -60,6 +62,7 @@ class Topology:
             grpc_ports={s: free_port() for s in SERVICES},
             http_ports={s: free_port() for s in SERVICES},
             orchestrator_ports=[free_port() for _ in range(orchestrators)],
+            debug_ports=[free_port() for _ in range(orchestrators)],
         )
 
     def url(self, role: str) -> str:
@@ -88,6 +91,7 @@ class Topology:
             "SAGALINE_INSTANCE": str(index + 1),
             "SAGALINE_HTTP_PORT": str(self.orchestrator_ports[index]),
             "SAGALINE_HTTP_HOST": self.host,
+            "SAGALINE_DEBUG__PORT": str(self.debug_ports[index]),
         }
         for service in SERVICES:
             env[f"SAGALINE_PARTICIPANTS__{service.upper()}"] = f"{self.host}:{self.grpc_ports[service]}"

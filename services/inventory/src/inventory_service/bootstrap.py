@@ -17,7 +17,7 @@ import asyncpg
 import servicekit.settings
 from inventory_service import config, usecases
 from inventory_service.adapters import grpc_api, postgres
-from servicekit import db, grpc_server, health, http_server, lifecycle, logging, migrations, telemetry
+from servicekit import db, debug, grpc_server, health, http_server, lifecycle, logging, migrations, telemetry
 
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parents[2] / "migrations"
 SERVICE: Final = "inventory"
@@ -106,8 +106,11 @@ async def start(settings: config.Settings) -> Running:
 async def serve(settings: config.Settings, stop: asyncio.Event) -> int:
     """Run the service until stop is set, then drain and close it; returns the exit code."""
     running = await start(settings)
+    debug_port = await debug.start_server(settings.debug)
     await stop.wait()
     await running.stop()
+    if debug_port is not None:
+        await debug_port.stop()
     return 0
 
 

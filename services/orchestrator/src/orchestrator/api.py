@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from prometheus_client import Histogram
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -33,6 +33,7 @@ from orchestrator.worker import Worker
 from servicekit import health, logging
 
 log = logging.get_logger(__name__)
+tracer = trace.get_tracer("sagaline.orchestrator.api")
 
 PROBLEM: Final = "application/problem+json"
 _TYPE_BASE: Final = "https://sagaline.dev/problems/"
@@ -127,11 +128,19 @@ class Middleware:
                 status = message["status"]
             await send(message)
 
-        try:
-            await self._app(scope, self._limited(receive), observed_send)
-        finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
-            HTTP_DURATION.labels(scope["method"], route, str(status)).observe(time.perf_counter() - started)
+        # One server span per request (not per ASGI message); a caller's traceparent is honoured.
+        carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        with tracer.start_as_current_span(
+            f"{scope['method']} {scope['path']}", context=propagate.extract(carrier), kind=trace.SpanKind.SERVER
+        ) as span:
+            try:
+                await self._app(scope, self._limited(receive), observed_send)
+            finally:
+                route = getattr(scope.get("route"), "path", "unmatched")
+                span.update_name(f"{scope['method']} {route}")
+                span.set_attribute("http.route", route)
+                span.set_attribute("http.response.status_code", status)
+                HTTP_DURATION.labels(scope["method"], route, str(status)).observe(time.perf_counter() - started)
 
     def _limited(self, receive: Any) -> Callable[[], Awaitable[dict[str, Any]]]:
         seen = 0

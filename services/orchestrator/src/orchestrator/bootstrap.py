@@ -20,7 +20,7 @@ from orchestrator.adapters.participants import GrpcParticipants
 from orchestrator.adapters.postgres import PostgresSagaRepository
 from orchestrator.domain.breaker import BreakerPolicy
 from orchestrator.domain.model import OnTimeout
-from servicekit import db, http_server, lifecycle, logging, migrations, settings, telemetry
+from servicekit import db, debug, http_server, lifecycle, logging, migrations, settings, telemetry
 
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parents[2] / "migrations"
 
@@ -119,6 +119,7 @@ async def start(cfg: config.Settings) -> Running:
 async def serve(cfg: config.Settings, stop: asyncio.Event) -> int:
     """Run until stop is set (exit 0) or a worker side task dies (exit 1)."""
     running = await start(cfg)
+    debug_port = await debug.start_server(cfg.debug)
     stopped = asyncio.create_task(stop.wait(), name="stop-signal")
     failed = asyncio.create_task(running.worker.wait_failed(), name="worker-monitor")
     await asyncio.wait([stopped, failed], return_when=asyncio.FIRST_COMPLETED)
@@ -126,6 +127,8 @@ async def serve(cfg: config.Settings, stop: asyncio.Event) -> int:
     for task in (stopped, failed):
         task.cancel()
     await running.stop()
+    if debug_port is not None:
+        await debug_port.stop()
     telemetry.shutdown()
     return code
 

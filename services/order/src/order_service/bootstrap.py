@@ -16,7 +16,7 @@ import asyncpg
 from order_service import config, usecases
 from order_service.adapters import grpc_api, postgres
 from sagaline_contracts.order.v1 import order_pb2_grpc
-from servicekit import db, grpc_server, health, http_server, lifecycle, logging, migrations, telemetry
+from servicekit import db, debug, grpc_server, health, http_server, lifecycle, logging, migrations, telemetry
 from servicekit import settings as service_settings
 
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parents[2] / "migrations"
@@ -111,10 +111,13 @@ async def serve(settings: config.Settings, stop: asyncio.Event) -> int:
     """Run until stop is set, then drain; returns the process exit code."""
     running = await start(settings)
     log.info("order service started", grpc_port=running.grpc_port, http_port=running.http_port)
+    debug_port = await debug.start_server(settings.debug)
     try:
         await stop.wait()
     finally:
         await running.stop()
+        if debug_port is not None:
+            await debug_port.stop()
     return 0
 
 

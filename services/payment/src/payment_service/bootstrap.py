@@ -19,7 +19,7 @@ import asyncpg
 from payment_service import config, domain, usecases
 from payment_service.adapters import grpc_api, postgres
 from sagaline_contracts.payment.v1 import payment_pb2_grpc
-from servicekit import db, grpc_server, health, http_server, lifecycle, logging, migrations, telemetry
+from servicekit import db, debug, grpc_server, health, http_server, lifecycle, logging, migrations, telemetry
 from servicekit import settings as servicekit_settings
 
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parents[2] / "migrations"
@@ -131,8 +131,11 @@ async def start(settings: config.Settings) -> Running:
 async def serve(settings: config.Settings, stop: asyncio.Event) -> int:
     """Run the service until stop is set, then drain it; returns the exit code."""
     running = await start(settings)
+    debug_port = await debug.start_server(settings.debug)
     await stop.wait()
     await running.stop()
+    if debug_port is not None:
+        await debug_port.stop()
     return 0
 
 
