@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, Field, PlainSerializer, SecretStr, ValidationError
+from pydantic import BaseModel, BeforeValidator, Field, PlainSerializer, SecretStr, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -199,6 +199,8 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SAGALINE_", env_nested_delimiter="__", extra="forbid")
     yaml_section: ClassVar[str | None] = None
+    # The database a service owns unless told otherwise; also used when only some database fields are set.
+    default_database_url: ClassVar[str] = "postgresql://postgres@127.0.0.1:5432/postgres"
 
     log: LogSettings = LogSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -206,6 +208,20 @@ class ServiceSettings(BaseSettings):
     debug: DebugSettings = DebugSettings()
     http_host: str = "0.0.0.0"  # noqa: S104 - services listen on all interfaces in containers
     shutdown_grace: Duration = timedelta(seconds=10)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _own_database_by_default(cls, data: Any) -> Any:
+        # A partial override (`<prefix>DATABASE__MAX_SIZE=20`, a YAML section without `url`) arrives as
+        # a mapping without `url`; it must keep this service's database, not a generic default.
+        if not isinstance(data, dict):
+            return data
+        database = data.get("database")
+        if database is None:
+            return {**data, "database": {"url": cls.default_database_url}}
+        if isinstance(database, dict) and "url" not in database:
+            return {**data, "database": {"url": cls.default_database_url, **database}}
+        return data
 
     @classmethod
     def settings_customise_sources(

@@ -164,3 +164,18 @@ def test_every_bad_field_is_named_in_the_same_error(monkeypatch: pytest.MonkeyPa
 def test_unknown_init_arguments_are_refused() -> None:
     with pytest.raises(settings.ConfigError, match="batch_sise"):
         settings.load(_Settings, batch_sise=3)
+
+
+class _OwnsADatabase(settings.ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="SAGALINE_OWNS_", env_nested_delimiter="__", extra="forbid")
+    default_database_url: ClassVar[str] = "postgresql://postgres@127.0.0.1:5432/owned"
+
+
+def test_a_partial_database_override_keeps_the_services_own_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _OwnsADatabase().database.url.get_secret_value().endswith("/owned")
+    monkeypatch.setenv("SAGALINE_OWNS_DATABASE__MAX_SIZE", "20")
+    loaded = _OwnsADatabase()
+    assert loaded.database.max_size == 20
+    assert loaded.database.url.get_secret_value().endswith("/owned")
+    monkeypatch.setenv("SAGALINE_OWNS_DATABASE__URL", "postgresql://x@db:5432/other")
+    assert _OwnsADatabase().database.url.get_secret_value().endswith("/other")

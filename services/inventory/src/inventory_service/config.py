@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Final
+from typing import ClassVar, Final
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from servicekit import settings
@@ -21,13 +21,4 @@ class Settings(settings.ServiceSettings):
     grpc_host: str = "0.0.0.0"  # noqa: S104 - services listen on all interfaces in containers
     grpc_port: int = Field(default=50053, ge=0, le=65535)
     http_port: int = Field(default=9103, ge=0, le=65535)
-    database: settings.DatabaseSettings = settings.DatabaseSettings(url=SecretStr(DEFAULT_DATABASE_URL))
-
-    @field_validator("database", mode="before")
-    @classmethod
-    def _own_database_by_default(cls, value: Any) -> Any:
-        # Setting only some fields (say `SAGALINE_INVENTORY_DATABASE__MAX_SIZE`) arrives as a partial
-        # mapping, which would otherwise take the base class's url, not this service's database.
-        if isinstance(value, dict) and "url" not in value:
-            return {**value, "url": DEFAULT_DATABASE_URL}
-        return value
+    default_database_url: ClassVar[str] = DEFAULT_DATABASE_URL

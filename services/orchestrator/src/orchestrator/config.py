@@ -82,9 +82,7 @@ class Settings(settings.ServiceSettings):
     breaker: BreakerSettings = BreakerSettings()
     participants: ParticipantSettings = ParticipantSettings()
     saga: SagaSettings = SagaSettings()
-    database: settings.DatabaseSettings = settings.DatabaseSettings(
-        url=SecretStr("postgresql://postgres@127.0.0.1:5432/saga_orchestrator"), max_size=10
-    )
+    default_database_url: ClassVar[str] = "postgresql://postgres@127.0.0.1:5432/saga_orchestrator"
 
     @model_validator(mode="after")
     def _auth_needs_keys(self) -> Settings:

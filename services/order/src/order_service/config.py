@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Final
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from servicekit import settings
@@ -21,13 +21,4 @@ class Settings(settings.ServiceSettings):
     grpc_host: str = "0.0.0.0"  # noqa: S104 - services listen on all interfaces in containers
     grpc_port: int = Field(default=50051, ge=0, le=65535)
     http_port: int = Field(default=9101, ge=0, le=65535)
-    database: settings.DatabaseSettings = settings.DatabaseSettings(url=SecretStr(DATABASE_URL))
-
-    @field_validator("database", mode="before")
-    @classmethod
-    def _keep_the_order_database(cls, value: object) -> object:
-        # A partial override (`SAGALINE_ORDER_DATABASE__MAX_SIZE=20`, or a YAML section without `url`)
-        # arrives as a dict; without this it would get the base class's URL, not the order database's.
-        if isinstance(value, dict) and "url" not in value:
-            return {"url": DATABASE_URL, **value}
-        return value
+    default_database_url: ClassVar[str] = DATABASE_URL

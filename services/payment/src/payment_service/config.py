@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from servicekit import settings
@@ -19,6 +19,4 @@ class Settings(settings.ServiceSettings):
     grpc_host: str = "0.0.0.0"  # noqa: S104 - services listen on all interfaces in containers
     grpc_port: int = Field(default=50052, ge=0, le=65535)
     http_port: int = Field(default=9102, ge=0, le=65535)
-    database: settings.DatabaseSettings = settings.DatabaseSettings(
-        url=SecretStr("postgresql://postgres@127.0.0.1:5432/payment_service")
-    )
+    default_database_url: ClassVar[str] = "postgresql://postgres@127.0.0.1:5432/payment_service"
