@@ -140,7 +140,7 @@ class Supervisor:
     ) -> None:
         """Prepare (not start) the children for topology."""
         base = {**os.environ, **(extra_env or {})}
-        self._out, self._restart_delay, self.topology = out, restart_delay, topology
+        self.out, self._restart_delay, self.topology = out, restart_delay, topology
         self._stopping = False
         self.children: dict[str, Child] = {}
         for service in SERVICES:
@@ -195,7 +195,7 @@ class Supervisor:
             await self._spawn(child)
 
     def _say(self, line: str) -> None:
-        print(line, file=self._out, flush=True)
+        print(line, file=self.out, flush=True)
 
     async def wait_healthy(self, name: str, within: float = 30.0) -> None:
         """Wait until the child's probe answers 200.

@@ -6,6 +6,8 @@ A minimal OTLP/gRPC trace receiver runs inside the test; every process of a fres
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import signal
 import uuid
 from collections.abc import AsyncIterator
@@ -130,3 +132,25 @@ async def test_a_saga_taken_over_after_kill_9_links_to_its_first_trace(
             await asyncio.sleep(0.1)
     assert resumed[0]["attributes"]["saga.id"].string_value == saga_id
     assert resumed[0]["trace_id"] != trace_id, "the successor's work is a new trace linked to the first"
+
+
+async def test_a_steps_log_line_carries_its_spans_trace_and_span_ids(
+    traced: stack.Supervisor, receiver: tuple[Receiver, int]
+) -> None:
+    if not isinstance(traced.out, io.StringIO):
+        pytest.fail("child logs are needed in memory; run without SAGALINE_TEST_LOGS")
+    collected, _ = receiver
+    async with httpx.AsyncClient(base_url=traced.topology.orchestrator_url(0)) as client:
+        response = await client.post("/v1/sagas", json=order(ALICE), headers={"Idempotency-Key": str(uuid.uuid4())})
+        saga = await finished(client, response.json()["id"])
+    spans = await spans_from(collected, saga["trace_id"], {"orchestrator", "order", "payment", "inventory"})
+    step_spans = {s["span_id"]: s for s in spans if s["name"].startswith("saga.action ")}
+    lines = [
+        json.loads(line.split("] ", 1)[1]) for line in traced.out.getvalue().splitlines() if "step attempt" in line
+    ]
+    mine = [line for line in lines if line.get("saga_id") == saga["id"]]
+    assert len(mine) == 4, "one log line per step attempt"
+    for line in mine:
+        assert line["trace_id"] == saga["trace_id"]
+        assert line["span_id"] in step_spans
+        assert step_spans[line["span_id"]]["attributes"]["saga.step"].string_value == line["step"]
