@@ -15,6 +15,7 @@ import typer
 import uvloop
 
 from sagaline import check as checker
+from sagaline import demo as demos
 from sagaline import pg, stack
 
 app = typer.Typer(help="Sagaline: a distributed saga orchestrator.", no_args_is_help=True, add_completion=False)
@@ -87,6 +88,18 @@ def check(
     report = uvloop.run(checker.run(urls, stuck_after))
     typer.echo(checker.render(report))
     raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command()
+def demo(url: UrlOption = "http://127.0.0.1:8080") -> None:
+    """Against a running stack: one saga of each outcome, then a table of outcomes and participant state."""
+    results = []
+    with _client(url) as client:
+        for name, customer, sku, price, deadline in demos.CASES:
+            results.append((name, demos.run_case(client, customer, sku, price, deadline)))
+    server_url, _ = pg.server_url()
+    state = uvloop.run(demos.participant_state(server_url, [saga["id"] for _, saga in results]))
+    typer.echo(demos.table(results, state))
 
 
 def _client(url: str) -> httpx.Client:

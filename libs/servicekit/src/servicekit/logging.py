@@ -26,6 +26,7 @@ def _add_trace_context(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]
 
 
 def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    event.pop("color_message", None)  # uvicorn's terminal-coloured duplicate of the message
     for key in event:
         if any(marker in key.lower() for marker in _SECRET_KEYS):
             event[key] = "***"

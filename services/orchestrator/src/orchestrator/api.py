@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Annotated, Any, Final
 
 import asyncpg
@@ -30,7 +31,7 @@ from orchestrator import engine, ports, usecases
 from orchestrator.domain import errors
 from orchestrator.domain.model import SagaStatus
 from orchestrator.worker import Worker
-from servicekit import health, logging
+from servicekit import health, logging, settings
 
 log = logging.get_logger(__name__)
 tracer = trace.get_tracer("sagaline.orchestrator.api")
@@ -48,6 +49,11 @@ class StartSagaBody(BaseModel):
     """Body of `POST /v1/sagas`."""
 
     saga_type: str = Field(min_length=1, max_length=100, examples=["order_saga"])
+    deadline: str | None = Field(
+        default=None,
+        description="Override of the saga type's deadline, as a duration such as '30s' or '250ms' (1ms to 24h).",
+        examples=["30s"],
+    )
     payload: dict[str, Any] = Field(
         examples=[{"customer_id": "11111111-1111-4111-8111-111111111111",
                    "items": [{"sku": "SKU-WIDGET", "quantity": 2, "unit_price": "9.99"}], "currency": "USD"}]
@@ -165,6 +171,18 @@ def _idempotency_key(value: str | None) -> str:
     return value
 
 
+def _deadline(value: str | None) -> timedelta | None:
+    if value is None:
+        return None
+    try:
+        deadline = settings.parse_duration(value)
+    except ValueError as exc:
+        raise Problem(422, "invalid-deadline", "Invalid deadline", str(exc)) from exc
+    if not timedelta(milliseconds=1) <= deadline <= timedelta(hours=24):
+        raise Problem(422, "invalid-deadline", "Invalid deadline", "the deadline must be from 1ms to 24h")
+    return deadline
+
+
 def create_app(  # noqa: C901 - a flat list of route declarations
     service: usecases.SagaService,
     views: ports.SagaViews,
@@ -202,9 +220,10 @@ def create_app(  # noqa: C901 - a flat list of route declarations
         idempotency_key: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
         key = _idempotency_key(idempotency_key)
+        deadline = _deadline(body.deadline)
         owner = worker.owner_id if worker.has_capacity() else None
         started = await service.start(
-            usecases.StartRequest(key, body.saga_type, body.payload), owner, dict(engine.carrier())
+            usecases.StartRequest(key, body.saga_type, body.payload, deadline), owner, dict(engine.carrier())
         )
         if started.claimed is not None:
             worker.adopt(started.claimed)

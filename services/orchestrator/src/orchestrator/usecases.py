@@ -29,6 +29,7 @@ class StartRequest:
     idempotency_key: str
     saga_type: str
     payload: Any
+    deadline: timedelta | None = None
 
 
 @dataclass(frozen=True)
@@ -40,9 +41,12 @@ class Started:
     claimed: ports.Claimed | None
 
 
-def request_hash(saga_type: str, payload: Any) -> str:
+def request_hash(saga_type: str, payload: Any, deadline: timedelta | None = None) -> str:
     """A stable fingerprint of a start request's body (key order and spacing do not matter)."""
-    canonical = json.dumps({"saga_type": saga_type, "payload": payload}, sort_keys=True, separators=(",", ":"))
+    body = {"saga_type": saga_type, "payload": payload}
+    if deadline is not None:
+        body["deadline_seconds"] = deadline.total_seconds()
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -78,9 +82,9 @@ class SagaService:
             known = ", ".join(self._registry.types)
             raise errors.UnknownSagaType(f"unknown saga type {request.saga_type!r}", [f"saga_type: one of {known}"])
         payload = definition.validate(request.payload)
-        fingerprint = request_hash(request.saga_type, request.payload)
+        fingerprint = request_hash(request.saga_type, request.payload, request.deadline)
         now = self._clock.now()
-        saga = Saga.new(str(uuid.uuid4()), definition, payload, now, on_timeout=self._on_timeout)
+        saga = Saga.new(str(uuid.uuid4()), definition, payload, now, request.deadline, on_timeout=self._on_timeout)
         saga.trace_context = trace_context
         if owner_id is not None:
             saga.start(now)

@@ -19,7 +19,7 @@ SUCCEEDED step with a compensation, and a step whose last attempts ended with an
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final
 
@@ -141,10 +141,19 @@ class Saga:
     _dirty: set[int] = field(default_factory=set, repr=False)
 
     @classmethod
-    def new(cls, saga_id: str, definition: SagaDefinition, payload: dict[str, Any], now: datetime, **kw: Any) -> Saga:
-        """A PENDING saga with all its steps PENDING and a deadline from the definition."""
+    def new(
+        cls,
+        saga_id: str,
+        definition: SagaDefinition,
+        payload: dict[str, Any],
+        now: datetime,
+        deadline: timedelta | None = None,
+        **kw: Any,
+    ) -> Saga:
+        """A PENDING saga with all its steps PENDING; its deadline is the definition's unless given."""
         steps = [Step(i, s.name, *step_keys(saga_id, s.name)) for i, s in enumerate(definition.steps)]
-        saga = cls(saga_id, definition, SagaStatus.PENDING, payload, now + definition.deadline, steps, **kw)
+        ends = now + (deadline if deadline is not None else definition.deadline)
+        saga = cls(saga_id, definition, SagaStatus.PENDING, payload, ends, steps, **kw)
         saga.created_at = now
         saga._events.append(Event("saga", to_status=SagaStatus.PENDING, detail={"version": definition.version}))
         saga._dirty.update(range(len(steps)))
