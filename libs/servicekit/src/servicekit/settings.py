@@ -97,6 +97,17 @@ def expand_env(text: str, environ: dict[str, str] | None = None) -> str:
     return _ENV_REFERENCE.sub(replace, text)
 
 
+def _expand_values(value: Any) -> Any:
+    """Expand `${VAR:default}` in every string of parsed YAML (never in comments)."""
+    if isinstance(value, str):
+        return expand_env(value)
+    if isinstance(value, dict):
+        return {key: _expand_values(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_expand_values(item) for item in value]
+    return value
+
+
 class _YamlSource(PydanticBaseSettingsSource):
     """Reads the YAML file named by `SAGALINE_CONFIG` (or passed explicitly), after env expansion."""
 
@@ -106,7 +117,7 @@ class _YamlSource(PydanticBaseSettingsSource):
         if path is None:
             return
         try:
-            loaded = yaml.safe_load(expand_env(path.read_text()))
+            loaded = _expand_values(yaml.safe_load(path.read_text()))
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc}") from exc
         except yaml.YAMLError as exc:

@@ -30,6 +30,7 @@ from swagger_ui_bundle import swagger_ui_path
 from orchestrator import engine, ports, usecases
 from orchestrator.domain import errors
 from orchestrator.domain.model import SagaStatus
+from orchestrator.metrics import SAGA_STARTED
 from orchestrator.worker import Worker
 from servicekit import health, logging, settings
 
@@ -225,6 +226,8 @@ def create_app(  # noqa: C901 - a flat list of route declarations
         started = await service.start(
             usecases.StartRequest(key, body.saga_type, body.payload, deadline), owner, dict(engine.carrier())
         )
+        if started.created:
+            SAGA_STARTED.labels(body.saga_type).inc()
         if started.claimed is not None:
             worker.adopt(started.claimed)
         view = await views.get_view(started.saga_id)
@@ -301,8 +304,14 @@ def _install_error_handlers(app: FastAPI) -> None:
         slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
         return problem_response(Problem(exc.status_code, slug, str(exc.detail), str(exc.detail)), request.url.path)
 
+    @app.exception_handler(errors.StoreUnavailable)
     @app.exception_handler(asyncpg.PostgresConnectionError)
+    @app.exception_handler(asyncpg.InterfaceError)
+    @app.exception_handler(asyncpg.InternalClientError)
+    @app.exception_handler(asyncpg.CannotConnectNowError)
+    @app.exception_handler(asyncpg.ObjectNotInPrerequisiteStateError)
     @app.exception_handler(OSError)
+    @app.exception_handler(TimeoutError)
     async def on_database_down(request: Request, exc: Exception) -> JSONResponse:
         log.warning("database unavailable during request", path=request.url.path, error=repr(exc))
         down = Problem(503, "database-unavailable", "Database unavailable", "try again shortly")

@@ -94,6 +94,10 @@ class Engine:
         except errors.LeaseLost:
             metrics.LEASE_LOSSES.inc()
             log.warning("lease lost, saga abandoned to its new owner", saga_id=saga.id, fence=lease.fence)
+        except errors.StoreUnavailable as exc:
+            # Whether the last checkpoint committed is unknown, so this run stops; the saga resumes from
+            # its persisted state once the lease expires (here or on another instance).
+            log.warning("database unavailable, saga left to lease expiry", saga_id=saga.id, error=str(exc))
         finally:
             otel_context.detach(token)
 

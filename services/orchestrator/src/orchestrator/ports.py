@@ -75,6 +75,7 @@ class SagaRepository(Protocol):
 
         Raises:
             errors.LeaseLost: the lease expired or another owner holds the saga.
+            errors.StoreUnavailable: the database could not be reached; the write may have committed.
         """
         ...
 
@@ -83,7 +84,7 @@ class SagaRepository(Protocol):
         ...
 
     async def claim_one(self, saga_id: str, owner_id: str, ttl: timedelta) -> Claimed | None:
-        """Acquire one saga now if nobody holds a live lease on it (admin operations)."""
+        """Acquire one FAILED saga now if nobody holds a live lease on it (admin retry); None otherwise."""
         ...
 
     async def renew(self, owner_id: str, leases: Sequence[Lease], ttl: timedelta) -> set[str]:

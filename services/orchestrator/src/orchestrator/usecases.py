@@ -107,11 +107,7 @@ class SagaService:
         claimed = await self._repo.claim_one(saga_id, owner_id, self._ttl)
         if claimed is None:
             raise await self._conflict_or_missing(saga_id, "is held by a live owner and cannot be retried now")
-        try:
-            claimed.saga.retry_failed(self._clock.now())
-        except errors.StateConflict:
-            await self._repo.release(claimed.lease)
-            raise
+        claimed.saga.retry_failed(self._clock.now())
         await self._repo.save(claimed.saga, claimed.lease, self._ttl)
         return claimed
 

@@ -184,7 +184,14 @@ class FakeRepository:
 
     async def claim_one(self, saga_id: str, owner_id: str, ttl: timedelta) -> ports.Claimed | None:
         row = self.rows.get(saga_id)
-        if row is None or row.owner is not None:
+        if row is None or row.saga.status is not SagaStatus.FAILED:
+            return None
+        return self.acquire(saga_id, owner_id)
+
+    def acquire(self, saga_id: str, owner_id: str) -> ports.Claimed | None:
+        """What the poller's claim does for one unowned saga."""
+        row = self.rows[saga_id]
+        if row.owner is not None:
             return None
         row.owner, row.fence = owner_id, row.fence + 1
         row.saga.note("lease_acquired", previous_owner=None)
@@ -614,14 +621,16 @@ async def test_admin_retry_resumes_a_failed_compensation_until_compensated(
     assert {fence for fence, e in repo.rows[saga.id].events if e.kind == "saga"} == {1, 2}
 
 
-async def test_admin_retry_of_a_saga_that_is_not_failed_is_refused_and_released(
+async def test_admin_retry_of_a_saga_that_is_not_failed_is_refused_and_writes_nothing(
     engine: Engine, repo: FakeRepository, clock: FakeClock, service: usecases.SagaService
 ) -> None:
     saga, lease = await start_saga(repo, clock)
     await run(engine, saga, lease)
-    with pytest.raises(errors.StateConflict):
+    fence, events = repo.rows[saga.id].fence, len(repo.rows[saga.id].events)
+    with pytest.raises(errors.StateConflict, match="only FAILED"):
         await service.retry(saga.id, "orchestrator-2")
     assert repo.rows[saga.id].owner is None
+    assert (repo.rows[saga.id].fence, len(repo.rows[saga.id].events)) == (fence, events)
     assert saga.status is SagaStatus.COMPLETED
 
 
@@ -871,7 +880,7 @@ async def test_a_successor_continues_where_the_released_run_stopped(
     await run(engine, saga, lease, stopping)
     participants.on_call = None
 
-    claimed = await repo.claim_one(saga.id, "orchestrator-2", TTL)
+    claimed = repo.acquire(saga.id, "orchestrator-2")
     assert claimed is not None
     await run(engine, claimed.saga, claimed.lease)
     assert participants.methods() == ["CreateOrder", "ProcessPayment", "ReserveStock", "ConfirmOrder"]

@@ -24,6 +24,17 @@ from orchestrator.domain.definition import Registry
 from orchestrator.domain.model import LIVE, Event, OnTimeout, Saga, SagaStatus, Step, StepStatus
 
 _LIVE: Final = [s.value for s in LIVE]
+# Errors meaning "the database is unreachable right now" rather than "this statement is wrong".
+UNAVAILABLE: Final = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.ObjectNotInPrerequisiteStateError,
+)
 
 # Acceptance in one statement: the client's Idempotency-Key, the saga (owned at once, fence 1, by the
 # accepting instance when $10 is not null), its steps and its first events. Everything else hangs off
@@ -124,12 +135,13 @@ FROM due
 WHERE s.id = due.id
 RETURNING s.*, due.previous_owner"""
 
-# Acquisition of one given saga for an admin operation; waits for (does not skip) a row lock.
+# Acquisition of one FAILED saga for an admin retry; waits for (does not skip) a row lock. Any other
+# status matches nothing, so a refused retry writes nothing.
 CLAIM_ONE: Final = """
 WITH target AS (
     SELECT id, owner_id AS previous_owner
     FROM sagas
-    WHERE id = $3 AND (owner_id IS NULL OR lease_expires_at <= clock_timestamp())
+    WHERE id = $3 AND status = 'FAILED' AND (owner_id IS NULL OR lease_expires_at <= clock_timestamp())
     FOR UPDATE
 )
 UPDATE sagas s
@@ -234,7 +246,18 @@ class PostgresSagaRepository:
 
     async def save(self, saga: Saga, lease: ports.Lease, ttl: timedelta) -> bool:
         steps, events = saga.take_dirty_steps(), saga.take_events()
-        cancel = await self._pool.fetchval(
+        try:
+            cancel = await self._checkpoint(saga, lease, ttl, steps, events)
+        except UNAVAILABLE as exc:
+            raise errors.StoreUnavailable(f"checkpoint of saga {saga.id} not confirmed: {exc!r}") from exc
+        if cancel is None:
+            raise errors.LeaseLost(f"saga {saga.id}: fence {lease.fence} of {lease.owner_id} no longer holds")
+        return bool(cancel)
+
+    async def _checkpoint(
+        self, saga: Saga, lease: ports.Lease, ttl: timedelta, steps: list[Step], events: list[Event]
+    ) -> bool | None:
+        return await self._pool.fetchval(  # type: ignore[no-any-return]
             SAVE, uuid.UUID(saga.id), lease.owner_id, lease.fence, saga.status.value, _dumps(saga.context),
             saga.error, saga.next_attempt_at, saga.status.terminal, ttl,
             [s.position for s in steps], [s.status.value for s in steps], [s.attempts for s in steps],
@@ -244,9 +267,6 @@ class PostgresSagaRepository:
             [e.kind for e in events], [e.step for e in events], [e.from_status for e in events],
             [e.to_status for e in events], [_dumps(e.detail) for e in events],
         )  # fmt: skip
-        if cancel is None:
-            raise errors.LeaseLost(f"saga {saga.id}: fence {lease.fence} of {lease.owner_id} no longer holds")
-        return bool(cancel)
 
     async def claim(self, owner_id: str, ttl: timedelta, limit: int, exclude: Sequence[str]) -> list[ports.Claimed]:
         excluded = [uuid.UUID(s) for s in exclude]

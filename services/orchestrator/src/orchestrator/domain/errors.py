@@ -9,6 +9,7 @@
     ├── StateConflict            the saga's state forbids the operation (409)
     ├── IdempotencyConflict      same Idempotency-Key, different body (422)
     ├── LeaseLost                a fenced write matched no row: another owner holds the saga
+    ├── StoreUnavailable         the database could not be reached; the outcome of the write is unknown
     └── StepError                the outcome of one participant call
         ├── TransientStepError   worth retrying with the same idempotency key; outcome unknown
         └── PermanentStepError   retrying cannot help; the participant applied nothing
@@ -58,6 +59,10 @@ class IdempotencyConflict(OrchestratorError):
 
 class LeaseLost(OrchestratorError):
     """A fenced write matched no row: the lease expired or another instance took the saga."""
+
+
+class StoreUnavailable(OrchestratorError):
+    """The database could not be reached; a write may or may not have committed."""
 
 
 class StepError(OrchestratorError):

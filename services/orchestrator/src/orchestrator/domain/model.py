@@ -258,13 +258,13 @@ class Saga:
         self.error = reason
         if failed is not None and failed.status is StepStatus.EXECUTING and not unknown:
             self.move_step(failed, StepStatus.FAILED, error=reason)
-            failed.finished_at = now
+            failed.error, failed.finished_at = reason, now
         self.transition(SagaStatus.COMPENSATING, reason)
         if failed is not None and unknown and self.definition.step(failed.position).compensation is not None:
             self._begin_compensating(failed, now)
         elif failed is not None and failed.status is StepStatus.EXECUTING:
             self.move_step(failed, StepStatus.FAILED, error=reason)
-            failed.finished_at = now
+            failed.error, failed.finished_at = reason, now
         self._compensate_next(now)
 
     def _begin_compensating(self, step: Step, now: datetime) -> None:
