@@ -179,5 +179,7 @@ def test_an_unreadable_secret_file_is_a_config_error(tmp_path: Path, monkeypatch
 
 
 def test_references_in_yaml_comments_are_not_expanded(config_file: Path) -> None:
-    config_file.write_text("skfiles:\n  # for example: batch_size: ${SKFILES_NOT_SET}\n  batch_size: ${SKFILES_SIZE:7}\n")
+    config_file.write_text(
+        "skfiles:\n  # for example: batch_size: ${SKFILES_NOT_SET}\n  batch_size: ${SKFILES_SIZE:7}\n"
+    )
     assert settings.load(_Settings).batch_size == 7
