@@ -110,10 +110,15 @@ class Authenticator:
 
 
 class Middleware:
-    """Probes, metrics, body limit and request timing, as plain ASGI."""
+    """Probes, metrics, authentication, body limit and request timing, as plain ASGI.
 
-    def __init__(self, app: Any, readiness: health.Readiness, max_body: int) -> None:
+    Authentication happens here, before any body is read, so an unauthenticated caller learns nothing
+    about its input; the routes read the caller from the request state.
+    """
+
+    def __init__(self, app: Any, readiness: health.Readiness, max_body: int, authenticate: Authenticator) -> None:
         self._app, self._readiness, self._max_body = app, readiness, max_body
+        self._authenticate = authenticate
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """ASGI entry point."""
@@ -122,6 +127,14 @@ class Middleware:
             return
         if await health.probe(scope["path"], send, self._readiness):
             return
+        if scope["path"].startswith("/v1/"):
+            authorization = dict(scope["headers"]).get(b"authorization")
+            try:
+                principal = self._authenticate(authorization.decode("latin-1") if authorization else None)
+            except Problem as problem:
+                await problem_response(problem, scope["path"])(scope, receive, send)
+                return
+            scope.setdefault("state", {})["principal"] = principal
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self._max_body):
             too_big = Problem(413, "payload-too-large", "Payload too large", f"the limit is {self._max_body} bytes")
@@ -157,7 +170,8 @@ class Middleware:
             message: dict[str, Any] = await receive()
             seen += len(message.get("body", b""))
             if seen > self._max_body:
-                raise Problem(413, "payload-too-large", "Payload too large", f"the limit is {self._max_body} bytes")
+                # Raised while FastAPI reads the body: only an HTTPException survives its body parsing.
+                raise StarletteHTTPException(413, f"the limit is {self._max_body} bytes")
             return message
 
         return wrapped
@@ -198,8 +212,10 @@ def create_app(  # noqa: C901 - a flat list of route declarations
     app.mount("/static/swagger", StaticFiles(directory=str(swagger_ui_path)), name="swagger")
     _install_error_handlers(app)
 
-    def caller(authorization: Annotated[str | None, Header()] = None) -> Principal:
-        return authenticate(authorization)
+    def caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
+        # The middleware authenticated the request already; the header is declared for the OpenAPI document.
+        principal: Principal = request.state.principal
+        return principal
 
     def admin(principal: Annotated[Principal, Depends(caller)]) -> Principal:
         if principal.role != "admin":
@@ -263,7 +279,7 @@ def create_app(  # noqa: C901 - a flat list of route declarations
         await service.cancel(str(saga_id))
         return JSONResponse(await views.get_view(str(saga_id)), status_code=202)
 
-    return Middleware(app, readiness, max_body)
+    return Middleware(app, readiness, max_body, authenticate)
 
 
 _DOMAIN_ERRORS: Final[list[tuple[type[Exception], int, str, str]]] = [
@@ -274,6 +290,13 @@ _DOMAIN_ERRORS: Final[list[tuple[type[Exception], int, str, str]]] = [
     (errors.SagaNotFound, 404, "saga-not-found", "Saga not found"),
     (errors.StateConflict, 409, "state-conflict", "The saga's state forbids this"),
 ]
+
+
+_HTTP_ERRORS: Final = {
+    404: ("not-found", "Not Found"),
+    405: ("method-not-allowed", "Method Not Allowed"),
+    413: ("payload-too-large", "Payload too large"),
+}
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -301,8 +324,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
-        return problem_response(Problem(exc.status_code, slug, str(exc.detail), str(exc.detail)), request.url.path)
+        slug, title = _HTTP_ERRORS.get(exc.status_code, ("http-error", str(exc.detail)))
+        return problem_response(Problem(exc.status_code, slug, title, str(exc.detail)), request.url.path)
 
     @app.exception_handler(errors.StoreUnavailable)
     @app.exception_handler(asyncpg.PostgresConnectionError)

@@ -162,6 +162,9 @@ class Engine:
         if wait <= 0:
             return True
         await self._clock.sleep(min(wait, self._config.max_wait))
+        if saga.status is SagaStatus.EXECUTING:
+            # A long wait (backoff, open breaker) must not delay an admin's cancel until the next save.
+            saga.cancel_requested = await self._repo.cancel_requested(saga.id)
         return False
 
     async def _attempt(self, saga: Saga, step: Step, call: Call, compensating: bool) -> _Outcome:

@@ -95,6 +95,10 @@ class SagaRepository(Protocol):
         """Give the saga back (fenced) so another instance can continue it at once."""
         ...
 
+    async def cancel_requested(self, saga_id: str) -> bool:
+        """Whether an admin asked this saga to stop (read while a run waits between attempts)."""
+        ...
+
     async def status(self, saga_id: str) -> str | None:
         """The saga's status, or None when it does not exist."""
         ...

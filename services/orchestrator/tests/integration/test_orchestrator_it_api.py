@@ -289,6 +289,20 @@ ERROR_CASES = {
         "malformed-json",
         content=b'{"saga_type": "order_saga", "payload": {',
     ),
+    "malformed JSON without credentials": Case(
+        "POST",
+        "/v1/sagas",
+        {"Idempotency-Key": "k1", "Content-Type": "application/json"},
+        401,
+        "unauthenticated",
+        content=b'{"saga_type": ',
+    ),
+    "deadline out of range": Case(
+        "POST", "/v1/sagas", {**CLIENT, "Idempotency-Key": "k1"}, 422, "invalid-deadline", {**VALID, "deadline": "48h"}
+    ),
+    "deadline not a duration": Case(
+        "POST", "/v1/sagas", {**CLIENT, "Idempotency-Key": "k1"}, 422, "invalid-deadline", {**VALID, "deadline": "soon"}
+    ),
     "no bearer key": Case("POST", "/v1/sagas", {"Idempotency-Key": "k1"}, 401, "unauthenticated", VALID),
     "unknown bearer key": Case(
         "POST", "/v1/sagas", {"Authorization": "Bearer nope", "Idempotency-Key": "k1"}, 401, "unauthenticated", VALID
@@ -338,6 +352,24 @@ async def test_bad_requests_get_a_problem_and_persist_nothing(shared: Orchestrat
     assert body["instance"] == case.path.split("?")[0]
     assert await api.counts(("sagas", "idempotency_keys")) == before
     assert (await api.repo.key_hash("k1")) is None
+
+
+async def test_a_chunked_body_over_the_limit_is_refused_with_413_and_persists_nothing(shared: Orchestrator) -> None:
+    api = shared
+    before = await api.counts(("sagas", "idempotency_keys"))
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"saga_type": "order_saga", "payload": {"pad": "'
+        for _ in range(20):
+            yield b"x" * 8192
+        yield b'"}}'
+
+    response = await api.http.post(
+        "/v1/sagas", headers={**CLIENT, "Idempotency-Key": "k1", "Content-Type": "application/json"}, content=chunks()
+    )
+    assert "content-length" not in response.request.headers, "the body really went chunked"
+    assert_problem(response, 413, "payload-too-large")
+    assert await api.counts(("sagas", "idempotency_keys")) == before
 
 
 async def test_an_invalid_payload_names_every_bad_field(shared: Orchestrator) -> None:

@@ -211,6 +211,9 @@ class FakeRepository:
         row = self.rows.get(saga_id)
         return row.status if row else None
 
+    async def cancel_requested(self, saga_id: str) -> bool:
+        return self.rows[saga_id].cancel_requested
+
     async def request_cancel(self, saga_id: str) -> str | None:
         row = self.rows.get(saga_id)
         if row is None:
@@ -803,6 +806,31 @@ async def test_open_breaker_delays_the_step_without_spending_its_attempts(
     assert not any(e.kind == "retry_scheduled" for e in repo.events(saga.id))
     assert max(clock.sleeps) <= 1.0, "waits are sliced so that stopping and cancels are noticed"
     assert saga.status is SagaStatus.COMPLETED
+
+
+async def test_a_cancel_during_an_open_breaker_wait_compensates_without_calling_the_step(
+    engine: Engine, repo: FakeRepository, clock: FakeClock, breakers: Breakers, participants: FakeParticipants
+) -> None:
+    for _ in range(5):
+        breakers["payment"].record_failure()
+    saga, lease = await start_saga(repo, clock)
+    original_sleep = clock.sleep
+    compensating_since: list[float] = []
+
+    async def cancel_after_a_few_seconds(seconds: float) -> None:
+        if saga.status is SagaStatus.COMPENSATING and not compensating_since:
+            compensating_since.append(clock.elapsed)
+        await original_sleep(seconds)
+        if clock.elapsed >= 3.0:
+            repo.rows[saga.id].cancel_requested = True
+
+    clock.sleep = cancel_after_a_few_seconds  # type: ignore[method-assign]
+    await run(engine, saga, lease)
+    assert participants.calls_to("ProcessPayment") == [], "the step waiting on the breaker never went out"
+    assert compensating_since[0] <= 4.0, "the cancel was noticed within one wait slice, not at the next save"
+    assert saga.status is SagaStatus.COMPENSATED
+    refund = participants.calls_to("RefundPayment")[0]
+    assert refund.at >= 30.0, "the tombstoning refund still waits for the payment breaker"
 
 
 async def test_transient_failures_of_one_service_open_its_breaker_only(

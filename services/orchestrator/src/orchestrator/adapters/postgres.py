@@ -178,6 +178,7 @@ WHERE id = $1 AND status = ANY($2::text[])
 RETURNING status, fence"""
 
 SELECT_STATUS: Final = "SELECT status FROM sagas WHERE id = $1"
+SELECT_CANCEL: Final = "SELECT cancel_requested FROM sagas WHERE id = $1"
 
 SELECT_SAGA: Final = "SELECT * FROM sagas WHERE id = $1"
 SELECT_EVENTS: Final = "SELECT * FROM saga_events WHERE saga_id = $1 ORDER BY id"
@@ -328,6 +329,12 @@ class PostgresSagaRepository:
             return str(row["status"])
 
     # -- reads for the API and for operations ------------------------------------------------------------
+
+    async def cancel_requested(self, saga_id: str) -> bool:
+        try:
+            return bool(await self._pool.fetchval(SELECT_CANCEL, uuid.UUID(saga_id)))
+        except UNAVAILABLE as exc:
+            raise errors.StoreUnavailable(f"cannot read the cancel flag of saga {saga_id}: {exc!r}") from exc
 
     async def status(self, saga_id: str) -> str | None:
         return await self._pool.fetchval(SELECT_STATUS, uuid.UUID(saga_id))  # type: ignore[no-any-return]
