@@ -28,9 +28,16 @@ _SERVICES = {"orchestrator": "orchestrator", "order": "order_service", "payment"
              "inventory": "inventory_service"}  # fmt: skip
 
 
-def _topology() -> stack.Topology:
+PrefixOption = Annotated[
+    str, typer.Option("--db-prefix", envvar="SAGALINE_DB_PREFIX", help="prefix of the four database names")
+]
+
+
+def _topology(prefix: str = "") -> stack.Topology:
     url, source = pg.server_url()
     typer.echo(f"postgresql: {source} server", err=True)
+    if prefix:
+        return stack.Topology(url, databases={d: f"{prefix}_{d}" for d in pg.DATABASES})
     return stack.Topology(url)
 
 
@@ -81,9 +88,10 @@ def serve(service: Annotated[str, typer.Argument(help="orchestrator | order | pa
 @app.command()
 def check(
     stuck_after: Annotated[float, typer.Option(help="seconds past the deadline a live saga may take")] = 75.0,
+    prefix: PrefixOption = "",
 ) -> None:
     """Check the invariants of SPEC section 8 against the four databases; exit 1 on any violation."""
-    topology = _topology()
+    topology = _topology(prefix)
     urls = {role: topology.url(role) for role in pg.DATABASES}
     report = uvloop.run(checker.run(urls, stuck_after))
     typer.echo(checker.render(report))
@@ -91,14 +99,14 @@ def check(
 
 
 @app.command()
-def demo(url: UrlOption = "http://127.0.0.1:8080") -> None:
+def demo(url: UrlOption = "http://127.0.0.1:8080", prefix: PrefixOption = "") -> None:
     """Against a running stack: one saga of each outcome, then a table of outcomes and participant state."""
     results = []
     with _client(url) as client:
         for name, customer, sku, price, deadline in demos.CASES:
             results.append((name, demos.run_case(client, customer, sku, price, deadline)))
-    server_url, _ = pg.server_url()
-    state = uvloop.run(demos.participant_state(server_url, [saga["id"] for _, saga in results]))
+    topology = _topology(prefix)
+    state = uvloop.run(demos.participant_state(topology, [saga["id"] for _, saga in results]))
     typer.echo(demos.table(results, state))
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from sagaline import pg
+from sagaline import stack
 
 ALICE, BOB, CAROL = (
     "11111111-1111-4111-8111-111111111111",
@@ -50,7 +50,7 @@ def run_case(client: httpx.Client, customer: str, sku: str, price: str, deadline
     return saga
 
 
-async def participant_state(server_url: str, saga_ids: list[str]) -> dict[str, dict[str, str]]:
+async def participant_state(topology: stack.Topology, saga_ids: list[str]) -> dict[str, dict[str, str]]:
     """What each participant holds for each saga: order status, payment status, reservation status."""
     ids = [uuid.UUID(s) for s in saga_ids]
     state: dict[str, dict[str, str]] = {s: {} for s in saga_ids}
@@ -60,7 +60,7 @@ async def participant_state(server_url: str, saga_ids: list[str]) -> dict[str, d
         "stock": ("inventory_service", "SELECT saga_id, status AS v FROM reservations"),
     }
     for column, (database, sql) in queries.items():
-        conn = await asyncpg.connect(pg.with_database(server_url, database))
+        conn = await asyncpg.connect(topology.url(database))
         try:
             for row in await conn.fetch(f"{sql} WHERE saga_id = ANY($1::uuid[])", ids):
                 state[str(row["saga_id"])][column] = row["v"]
