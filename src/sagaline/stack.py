@@ -168,6 +168,9 @@ class Supervisor:
         child.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", child.module, env=child.env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            # Its own session: a terminal's Ctrl-C reaches the supervisor only, which then stops each
+            # child exactly once with SIGTERM (a second signal would make a child exit at once).
+            start_new_session=True,
         )  # fmt: skip
         child.pump = asyncio.create_task(self._pump(child, child.process), name=f"pump:{child.name}")
         self._say(f"supervisor: started {child.name} (pid {child.process.pid})")
