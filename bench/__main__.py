@@ -33,6 +33,7 @@ import psutil
 import uvloop
 
 from sagaline import check, pg, stack
+from sagaline.otlp_sink import Sink
 
 ALICE, BOB = "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -190,6 +191,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     topology = stack.Topology.ephemeral(server_url, f"bench_{os.getpid()}")
     await stack.prepare(topology, out=io.StringIO())
     env = {"SAGALINE_LOG__LEVEL": "warning", "OTEL_SDK_DISABLED": "true" if args.no_tracing else "false"}
+    sink = Sink()
+    if not args.no_tracing:
+        # Spans are exported for real, to a receiver in this process, so the cost measured includes export.
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = await sink.start()
+        env["OTEL_EXPORTER_OTLP_INSECURE"] = "true"
     for service in stack.SERVICES:
         env[f"SAGALINE_{service.upper()}_LOG__LEVEL"] = "warning"
     if args.fault:
@@ -207,9 +213,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         report = await check.run({role: topology.url(role) for role in pg.DATABASES})
     finally:
         await supervisor.stop()
+        await sink.stop()
         for name in topology.databases.values():
             await pg.drop_database(server_url, name)
-    return {"postgres": source, "tracing": not args.no_tracing, "fault": args.fault, "phases": phases,
+    return {"postgres": source, "tracing": not args.no_tracing, "spans_exported": len(sink.spans),
+            "fault": args.fault, "phases": phases,
             "check": "OK" if report.ok else report.violations}  # fmt: skip
 
 
@@ -243,7 +251,7 @@ def print_table(result: dict[str, Any], path: Path) -> None:
     ceiling = result["commit_ceiling_tps"]
     print(
         f"commit ceiling (pgbench, 32 clients): {ceiling} commits/s;"
-        f" check: {result['check']}; tracing: {result['tracing']}"
+        f" check: {result['check']}; tracing: {result['tracing']} ({result['spans_exported']} spans exported)"
     )
     print(f"written to {path}")
 

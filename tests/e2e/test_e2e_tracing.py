@@ -13,47 +13,20 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
 import httpx
 import pytest
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from sagaline import stack
+from sagaline.otlp_sink import Sink as Receiver
 from tests.e2e.conftest import ALICE, order, running_stack
-
-
-class Receiver(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
-    """Keeps every span it is sent, with its process's service.name."""
-
-    def __init__(self) -> None:
-        self.spans: list[dict[str, Any]] = []
-
-    async def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC method name
-        for resource_spans in request.resource_spans:
-            attributes = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
-            for scope_spans in resource_spans.scope_spans:
-                for span in scope_spans.spans:
-                    self.spans.append({
-                        "service": attributes.get("service.name"), "name": span.name,
-                        "trace_id": span.trace_id.hex(), "span_id": span.span_id.hex(),
-                        "parent": span.parent_span_id.hex(), "links": [link.trace_id.hex() for link in span.links],
-                        "attributes": {a.key: a.value for a in span.attributes},
-                    })  # fmt: skip
-        return trace_service_pb2.ExportTraceServiceResponse()
-
-    def of_trace(self, trace_id: str) -> list[dict[str, Any]]:
-        return [s for s in self.spans if s["trace_id"] == trace_id]
 
 
 @pytest.fixture(scope="module")
 async def receiver() -> AsyncIterator[tuple[Receiver, int]]:
-    server = grpc.aio.server()
     collected = Receiver()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collected, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    yield collected, port
-    await server.stop(0)
+    await collected.start()
+    yield collected, collected.port
+    await collected.stop()
 
 
 @pytest.fixture(scope="module")

@@ -196,6 +196,7 @@ class TelemetrySettings(BaseModel):
 
     service_name: str = ""
     sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+    sql_spans: bool = True
 
 
 class DebugSettings(BaseModel):

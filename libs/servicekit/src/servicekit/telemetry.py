@@ -42,10 +42,10 @@ def configure(service_name: str, config: settings.TelemetrySettings) -> None:
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
-    _instrument()
+    _instrument(sql_spans=config.sql_spans)
 
 
-def _instrument() -> None:
+def _instrument(*, sql_spans: bool) -> None:
     from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
     from opentelemetry.instrumentation.grpc import (
         GrpcAioInstrumentorClient,
@@ -54,7 +54,8 @@ def _instrument() -> None:
 
     GrpcAioInstrumentorServer().instrument()  # type: ignore[no-untyped-call]
     GrpcAioInstrumentorClient().instrument()  # type: ignore[no-untyped-call]
-    AsyncPGInstrumentor().instrument()  # type: ignore[no-untyped-call]
+    if sql_spans:
+        AsyncPGInstrumentor().instrument()  # type: ignore[no-untyped-call]
 
 
 def shutdown() -> None:

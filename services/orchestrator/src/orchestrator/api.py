@@ -212,12 +212,13 @@ def create_app(  # noqa: C901 - a flat list of route declarations
     app.mount("/static/swagger", StaticFiles(directory=str(swagger_ui_path)), name="swagger")
     _install_error_handlers(app)
 
-    def caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
+    # Async dependencies run on the event loop; plain `def` ones would each hop through a thread pool.
+    async def caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
         # The middleware authenticated the request already; the header is declared for the OpenAPI document.
         principal: Principal = request.state.principal
         return principal
 
-    def admin(principal: Annotated[Principal, Depends(caller)]) -> Principal:
+    async def admin(principal: Annotated[Principal, Depends(caller)]) -> Principal:
         if principal.role != "admin":
             raise Problem(403, "forbidden", "Forbidden", "this operation needs the admin role")
         return principal

@@ -83,6 +83,9 @@ class Settings(settings.ServiceSettings):
     participants: ParticipantSettings = ParticipantSettings()
     saga: SagaSettings = SagaSettings()
     default_database_url: ClassVar[str] = "postgresql://postgres@127.0.0.1:5432/saga_orchestrator"
+    # The orchestrator's own SQL is a handful of single-statement checkpoints per saga; spans for them
+    # cost more than they tell (SAGALINE_TELEMETRY__SQL_SPANS=true turns them on).
+    telemetry: settings.TelemetrySettings = settings.TelemetrySettings(sql_spans=False)
 
     @model_validator(mode="after")
     def _auth_needs_keys(self) -> Settings:
