@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from servicekit import metrics, settings
+from servicekit import metrics, settings, telemetry
 
 _SERVER_SETTINGS = {"idle_in_transaction_session_timeout": "30000", "application_name": "sagaline"}
 
@@ -21,6 +21,7 @@ def _observe(query: Any) -> None:
     if operation not in {"select", "insert", "update", "delete", "with", "begin", "commit", "rollback"}:
         operation = "other"
     metrics.DB_QUERY_DURATION.labels(operation).observe(query.elapsed)
+    telemetry.sql_span(query.query, query.elapsed, query.exception is not None)
 
 
 async def _on_acquire(connection: asyncpg.Connection) -> None:

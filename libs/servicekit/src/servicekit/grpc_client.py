@@ -1,4 +1,4 @@
-"""gRPC client channels with client-side timing and sane keepalive defaults."""
+"""gRPC client channels with client-side timing, a client span per call, and sane keepalive defaults."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+from opentelemetry import trace
 
-from servicekit import metrics
+from servicekit import metrics, telemetry
+
+_tracer = trace.get_tracer("sagaline.servicekit.grpc")
 
 _CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),
@@ -29,20 +32,32 @@ class _TimingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[
         service, _, name = method.lstrip("/").rpartition("/")
         started = time.perf_counter()
         code = grpc.StatusCode.UNKNOWN
-        try:
-            call = await continuation(client_call_details, request)
-            await call
-            code = await call.code()
-            return call
-        except grpc.aio.AioRpcError as exc:
-            code = exc.code()
-            raise
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        finally:
-            elapsed = time.perf_counter() - started
-            metrics.GRPC_REQUEST_DURATION.labels("client", service, name, code.name).observe(elapsed)
+        with _tracer.start_as_current_span(
+            f"{service}/{name}",
+            kind=trace.SpanKind.CLIENT,
+            attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            metadata = telemetry.inject(list(client_call_details.metadata or ()))
+            details = client_call_details._replace(metadata=grpc.aio.Metadata(*metadata))
+            try:
+                call = await continuation(details, request)
+                await call
+                code = await call.code()
+                return call
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code()
+                raise
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            finally:
+                elapsed = time.perf_counter() - started
+                metrics.GRPC_REQUEST_DURATION.labels("client", service, name, code.name).observe(elapsed)
+                span.set_attribute("rpc.grpc.status_code", code.value[0])
+                if code is not grpc.StatusCode.OK:
+                    span.set_status(trace.Status(trace.StatusCode.ERROR, code.name))
 
 
 def insecure_channel(target: str) -> grpc.aio.Channel:

@@ -1,11 +1,11 @@
 """gRPC server bootstrap: health, reflection, an observing interceptor, and a graceful stop.
 
-The interceptor times every unary call into `grpc_request_duration_seconds` (cancelled and timed-out ones
-included), logs calls that end in an error, and turns an unhandled exception into `INTERNAL` with its
-stack in the log (never a dead process). Services translate their own domain errors into status codes
-in their gRPC adapter; anything that reaches this interceptor unhandled is a bug. `stop` flips the
-health status to NOT_SERVING before it stops accepting calls, then lets in-flight calls finish within
-the grace period.
+The interceptor opens a server span per call (continuing the caller's `traceparent`), times every unary
+call into `grpc_request_duration_seconds` (cancelled and timed-out ones included), logs calls that end
+in an error, and turns an unhandled exception into `INTERNAL` with its stack in the log (never a dead
+process). Services translate their own domain errors into status codes in their gRPC adapter; anything
+that reaches this interceptor unhandled is a bug. `stop` flips the health status to NOT_SERVING before
+it stops accepting calls, then lets in-flight calls finish within the grace period.
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
+from opentelemetry import trace
 
-from servicekit import logging, metrics
+from servicekit import logging, metrics, telemetry
 
 log = logging.get_logger(__name__)
+_tracer = trace.get_tracer("sagaline.servicekit.grpc")
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
@@ -46,6 +48,23 @@ class _ObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
 def _observed(behavior: Behavior, service: str, method: str) -> Behavior:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        with _tracer.start_as_current_span(
+            f"{service}/{method}",
+            context=telemetry.extract(context.invocation_metadata()),
+            kind=trace.SpanKind.SERVER,
+            attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": method},
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                return await timed(request, context)
+            finally:
+                code = context.code() or grpc.StatusCode.OK
+                span.set_attribute("rpc.grpc.status_code", code.value[0])
+                if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
+                    span.set_status(trace.Status(trace.StatusCode.ERROR, code.name))
+
+    async def timed(request: Any, context: grpc.aio.ServicerContext) -> Any:
         started = time.perf_counter()
         try:
             response = await behavior(request, context)
