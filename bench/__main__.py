@@ -202,6 +202,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         # Spans are exported for real, to a receiver in this process, so the cost measured includes export.
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = await sink.start()
         env["OTEL_EXPORTER_OTLP_INSECURE"] = "true"
+        env["SAGALINE_TELEMETRY__SAMPLE_RATIO"] = str(args.sample_ratio)
     for service in stack.SERVICES:
         env[f"SAGALINE_{service.upper()}_LOG__LEVEL"] = "warning"
     if args.fault:
@@ -223,7 +224,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         await sink.stop()
         for name in topology.databases.values():
             await pg.drop_database(server_url, name)
-    return {"postgres": source, "tracing": not args.no_tracing, "spans_exported": len(sink.spans),
+    return {"postgres": source, "tracing": not args.no_tracing, "sample_ratio": args.sample_ratio,
+            "spans_exported": len(sink.spans),
             "fault": args.fault, "phases": phases,
             "check": "OK" if report.ok else report.violations}  # fmt: skip
 
@@ -239,6 +241,7 @@ def main() -> None:
         help="kill -9 (or SIGTERM with 'term') one orchestrator mid-run and report the takeover time",
     )  # fmt: skip
     parser.add_argument("--no-tracing", action="store_true", help="OTEL_SDK_DISABLED=true in every process")
+    parser.add_argument("--sample-ratio", type=float, default=1.0, help="share of sagas traced (head sampling)")
     args = parser.parse_args()
     result = uvloop.run(bench(args))
     server_url, _ = pg.server_url()

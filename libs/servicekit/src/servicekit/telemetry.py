@@ -29,6 +29,7 @@ from servicekit import settings
 _configured = False
 _sql_spans = False
 _tracer = trace.get_tracer("sagaline.servicekit")
+_TRANSACTION_CONTROL = frozenset({"BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "START"})
 
 
 def enabled() -> bool:
@@ -58,8 +59,10 @@ def sql_span(query: str, elapsed: float, failed: bool) -> None:
     """Record a finished SQL statement as a child of the current span (called by the query logger)."""
     if not _sql_spans or not trace.get_current_span().is_recording():
         return
-    end = time.time_ns()
     operation = query.lstrip().split(None, 1)[0].upper() if query.strip() else "SQL"
+    if operation in _TRANSACTION_CONTROL:
+        return  # BEGIN/COMMIT say nothing the surrounding span does not; skipping halves the span count
+    end = time.time_ns()
     span = _tracer.start_span(
         f"SQL {operation}",
         kind=trace.SpanKind.CLIENT,
