@@ -87,9 +87,16 @@ async def drive(
                 supervisor.signal("orchestrator-1", fault_signal)
                 killed["at"] = time.time()
             target = clients[1] if killed else clients[i % 2]
-            response = await target.post("/v1/sagas", json=body(rng.random() < decline),
-                                         headers={"Idempotency-Key": str(uuid.uuid4())})  # fmt: skip
-            if response.status_code != 202:
+            payload, headers = body(rng.random() < decline), {"Idempotency-Key": str(uuid.uuid4())}
+            try:
+                response = await target.post("/v1/sagas", json=payload, headers=headers)
+            except httpx.TransportError:
+                if not killed:
+                    raise
+                # The instance died under this request: a client retries with the same key elsewhere, and
+                # gets the saga the dead instance may already have accepted (200) or a new one (202).
+                response = await clients[1].post("/v1/sagas", json=payload, headers=headers)
+            if response.status_code not in (200, 202):
                 raise RuntimeError(f"start failed: {response.status_code} {response.text}")
             ids.append(response.json()["id"])
 
@@ -135,7 +142,7 @@ async def run_phase(
     wal0, commits0 = await counters(topology)
     cpu0 = cpu_seconds(supervisor)
     driven = await drive(supervisor, n, c, decline, kill_at, fault_signal)
-    rows = await wait_terminal(topology, driven["ids"], within=120)
+    rows = await wait_terminal(topology, sorted(set(driven["ids"])), within=120)
     wal1, commits1 = await counters(topology)
     cpu1 = cpu_seconds(supervisor)
     latencies = [(r["finished_at"] - r["created_at"]).total_seconds() for r in rows]
