@@ -59,13 +59,14 @@ async def counters(topology: stack.Topology) -> tuple[int, int]:
         await conn.close()
 
 
-def cpu_seconds(supervisor: stack.Supervisor) -> float:
-    total = 0.0
-    for child in supervisor.children.values():
+def cpu_seconds(supervisor: stack.Supervisor) -> dict[str, float]:
+    """CPU seconds used so far by each live child process."""
+    used = {}
+    for name, child in supervisor.children.items():
         if child.process is not None and child.process.returncode is None:
             times = psutil.Process(child.process.pid).cpu_times()
-            total += times.user + times.system
-    return total
+            used[name] = times.user + times.system
+    return used
 
 
 async def drive(
@@ -156,7 +157,8 @@ async def run_phase(
         "latency_ms": {q: round(percentile(latencies, v) * 1000, 1) for q, v in QUANTILES},
         "wal_sync_per_saga": round((wal1 - wal0) / n, 2),
         "xact_commit_per_saga": round((commits1 - commits0) / n, 2),
-        "cpu_seconds_per_saga": round((cpu1 - cpu0) / n, 5),
+        "cpu_seconds_per_saga": round(sum(cpu1[k] - cpu0[k] for k in cpu1 if k in cpu0) / n, 5),
+        "cpu_ms_per_saga_by_process": {k: round((cpu1[k] - cpu0[k]) / n * 1000, 2) for k in cpu1 if k in cpu0},
     }  # fmt: skip
     if driven["killed_at"] is not None:
         result["killed"] = True

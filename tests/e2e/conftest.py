@@ -35,7 +35,11 @@ async def running_stack(pg_server: str, extra_env: dict[str, str] | None = None)
         topology, extra_env={**FAST_PROFILE, **(extra_env or {})}, restart_delay=0.5, out=out, log_format="json"
     )
     try:
-        await supervisor.start()
+        try:
+            await supervisor.start()
+        except (TimeoutError, OSError) as exc:
+            logs = out.getvalue()[-4000:] if isinstance(out, io.StringIO) else "(logs went to stderr)"
+            raise RuntimeError(f"the stack did not start: {exc!r}\n{logs}") from exc
         yield supervisor
     finally:
         await supervisor.stop()

@@ -95,6 +95,7 @@ class Orchestrator:
             await self.repo.save(saga, created.lease, timedelta(minutes=5))
         elif status is SagaStatus.COMPENSATED:
             saga.begin_compensation("declined", now, saga.steps[0], unknown=False)
+            saga.compensation_succeeded(saga.steps[0], {}, now)  # the declined key's tombstone
             await self.repo.save(saga, created.lease, timedelta(minutes=5))
         else:
             await self.db.execute(

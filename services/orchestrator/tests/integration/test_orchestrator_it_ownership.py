@@ -242,6 +242,7 @@ async def test_renew_extends_the_leases_still_held_and_reports_the_live_ones_los
     saga = await a.repo.load(finished.saga_id)
     assert saga is not None
     saga.begin_compensation("stop", datetime.now(UTC), saga.steps[0], unknown=False)
+    saga.compensation_succeeded(saga.steps[0], {}, datetime.now(UTC))
     await a.repo.save(saga, finished.lease, LONG)  # terminal: released in the same statement
     before = {r["id"]: r["lease_expires_at"] for r in await db.fetch("SELECT id, lease_expires_at FROM sagas")}
 
@@ -322,6 +323,7 @@ async def test_claim_ignores_terminal_sagas_and_a_terminal_save_releases_the_lea
     saga = await a.repo.load(created.saga_id)
     assert saga is not None
     saga.begin_compensation("stop", datetime.now(UTC), saga.steps[0], unknown=False)
+    saga.compensation_succeeded(saga.steps[0], {}, datetime.now(UTC))
     assert saga.status is SagaStatus.COMPENSATED
     await a.repo.save(saga, created.lease, LONG)
     finished = await row(db, created.saga_id)

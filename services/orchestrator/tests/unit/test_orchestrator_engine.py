@@ -436,7 +436,8 @@ async def test_engine_compensates_at_once_a_payment_failing_with_a_non_retryable
     participants.will("payment", "ProcessPayment", grpc_participants.translate(rpc_error(code)))
     saga, lease = await start_saga(repo, clock)
     await run(engine, saga, lease)
-    assert participants.methods() == ["CreateOrder", "ProcessPayment", "CancelOrder"]
+    # No retry; the refused payment is tombstoned (RefundPayment) before the order is cancelled.
+    assert participants.methods() == ["CreateOrder", "ProcessPayment", "RefundPayment", "CancelOrder"]
     assert saga.status is SagaStatus.COMPENSATED
     assert saga.steps[1].attempts == 1
 
@@ -511,11 +512,14 @@ async def test_refused_step_compensates_exactly_the_earlier_steps_in_reverse_ord
     saga, lease = await start_saga(repo, clock)
     await run(engine, saga, lease)
 
-    earlier_undone = [UNDO[i] for i in reversed(range(position - 1))]
-    assert participants.methods() == [method for _, method in ACTIONS[:position]] + earlier_undone
+    # The refused step itself is compensated first: its tombstone refuses any delayed duplicate.
+    undone = [UNDO[i] for i in reversed(range(position))]
+    assert participants.methods() == [method for _, method in ACTIONS[:position]] + undone
     assert saga.status is SagaStatus.COMPENSATED
-    assert statuses(saga)[: position - 1] == [StepStatus.COMPENSATED] * (position - 1)
-    assert saga.steps[position - 1].status is StepStatus.FAILED
+    assert statuses(saga)[:position] == [StepStatus.COMPENSATED] * position
+    assert saga.steps[position - 1].error == saga.error, "the refused step keeps why it failed"
+    refused = [e for e in repo.events(saga.id) if e.step == STEP_NAMES[position - 1] and e.to_status == "FAILED"]
+    assert refused[0].detail["outcome"] == "refused"
     assert statuses(saga)[position:] == [StepStatus.PENDING] * (4 - position)
 
 
@@ -535,14 +539,15 @@ async def test_step_with_unknown_outcome_is_compensated_with_the_earlier_steps(
     assert statuses(saga)[:position] == [StepStatus.COMPENSATED] * position
 
 
-async def test_payment_declined_cancels_the_order_without_a_refund(
+async def test_payment_declined_tombstones_the_payment_and_cancels_the_order(
     engine: Engine, repo: FakeRepository, participants: FakeParticipants, clock: FakeClock
 ) -> None:
     participants.will("payment", "ProcessPayment", decline())
     saga, lease = await start_saga(repo, clock)
     await run(engine, saga, lease)
 
-    assert "RefundPayment" not in participants.methods()
+    (refund,) = participants.calls_to("RefundPayment")
+    assert refund.action_key == f"{saga.id}:process_payment:action", "the declined key is tombstoned"
     assert participants.calls_to("ProcessPayment")[0].at == participants.calls_to("CancelOrder")[0].at
     assert saga.status is SagaStatus.COMPENSATED
     assert saga.error == "process_payment failed: FAILED_PRECONDITION: declined"
@@ -593,10 +598,11 @@ async def test_permanent_compensation_failure_fails_the_saga_at_once(
     saga, lease = await start_saga(repo, clock)
     await run(engine, saga, lease)
 
-    assert participants.methods() == ["CreateOrder", "ProcessPayment", "ReserveStock", "RefundPayment"]
+    expected = ["CreateOrder", "ProcessPayment", "ReserveStock", "ReleaseStock", "RefundPayment"]
+    assert participants.methods() == expected
     assert saga.status is SagaStatus.FAILED
     assert saga.error == "compensation of process_payment failed: INVALID_ARGUMENT: malformed"
-    assert statuses(saga)[:3] == [StepStatus.SUCCEEDED, StepStatus.COMPENSATION_FAILED, StepStatus.FAILED]
+    assert statuses(saga)[:3] == [StepStatus.SUCCEEDED, StepStatus.COMPENSATION_FAILED, StepStatus.COMPENSATED]
 
 
 async def test_admin_retry_resumes_a_failed_compensation_until_compensated(
@@ -620,7 +626,7 @@ async def test_admin_retry_resumes_a_failed_compensation_until_compensated(
     assert participants.methods()[-3:] == ["RefundPayment", "RefundPayment", "CancelOrder"]
     assert saga.status is SagaStatus.COMPENSATED
     assert saga.steps[1].compensation_attempts == 1, "an admin retry starts a fresh compensation budget"
-    assert statuses(saga)[:3] == [StepStatus.COMPENSATED, StepStatus.COMPENSATED, StepStatus.FAILED]
+    assert statuses(saga)[:3] == [StepStatus.COMPENSATED] * 3
     assert {fence for fence, e in repo.rows[saga.id].events if e.kind == "saga"} == {1, 2}
 
 

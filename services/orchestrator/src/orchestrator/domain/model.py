@@ -252,19 +252,19 @@ class Saga:
     def begin_compensation(self, reason: str, now: datetime, failed: Step | None = None, *, unknown: bool) -> None:
         """Stop going forward and compensate what may have happened, in reverse order.
 
-        `failed` is the step that ended the forward path; with `unknown=True` its outcome is unknown
-        (retries exhausted on timeouts, or interrupted by a deadline or a cancel) and it is compensated too.
+        `failed` is the step that ended the forward path (FAILED, with the reason). It is compensated
+        first whenever it has a compensation, whether its outcome is unknown (`unknown=True`: retries
+        exhausted on timeouts, a deadline or a cancel mid-step) or it was declined: a decline leaves
+        nothing at the participant, but a delayed duplicate of an earlier attempt could still arrive
+        later and succeed, and only the compensation's tombstone makes the participant refuse it.
         """
         self.error = reason
-        if failed is not None and failed.status is StepStatus.EXECUTING and not unknown:
-            self.move_step(failed, StepStatus.FAILED, error=reason)
+        if failed is not None and failed.status is StepStatus.EXECUTING:
+            self.move_step(failed, StepStatus.FAILED, error=reason, outcome="unknown" if unknown else "refused")
             failed.error, failed.finished_at = reason, now
         self.transition(SagaStatus.COMPENSATING, reason)
-        if failed is not None and unknown and self.definition.step(failed.position).compensation is not None:
+        if failed is not None and self.definition.step(failed.position).compensation is not None:
             self._begin_compensating(failed, now)
-        elif failed is not None and failed.status is StepStatus.EXECUTING:
-            self.move_step(failed, StepStatus.FAILED, error=reason)
-            failed.error, failed.finished_at = reason, now
         self._compensate_next(now)
 
     def _begin_compensating(self, step: Step, now: datetime) -> None:
