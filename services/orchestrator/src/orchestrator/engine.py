@@ -90,7 +90,7 @@ class Engine:
         """Drive saga until it is terminal, its lease is lost, or the process stops."""
         token = otel_context.attach(_saga_context(saga, resumed))
         try:
-            await self._drive(saga, lease, stopping)
+            await self._drive(saga, lease, stopping, resumed)
         except errors.LeaseLost:
             metrics.LEASE_LOSSES.inc()
             log.warning("lease lost, saga abandoned to its new owner", saga_id=saga.id, fence=lease.fence)
@@ -98,12 +98,29 @@ class Engine:
             # Whether the last checkpoint committed is unknown, so this run stops; the saga resumes from
             # its persisted state once the lease expires (here or on another instance).
             log.warning("database unavailable, saga left to lease expiry", saga_id=saga.id, error=str(exc))
+        except Exception as exc:  # a bug must park the saga for a person, not crash-loop it
+            await self._park(saga, lease, exc)
         finally:
             otel_context.detach(token)
 
-    async def _drive(self, saga: Saga, lease: ports.Lease, stopping: asyncio.Event) -> None:
+    async def _park(self, saga: Saga, lease: ports.Lease, exc: Exception) -> None:
+        """An unexpected error: FAILED with the reason, so a person sees it and no instance retries it blindly."""
+        log.error("saga run failed unexpectedly, parking it as FAILED", saga_id=saga.id, exc_info=exc)
+        if saga.status.terminal:
+            return
+        saga.take_events()  # whatever the interrupted move recorded is not what happened
+        saga.fail(f"internal error: {exc!r}")
+        try:
+            await self._save(saga, lease)
+        except (errors.LeaseLost, errors.StoreUnavailable):
+            log.warning("could not park the saga; it returns after its lease expires", saga_id=saga.id)
+
+    async def _drive(self, saga: Saga, lease: ports.Lease, stopping: asyncio.Event, resumed: bool) -> None:
         if saga.status is SagaStatus.PENDING:
             saga.start(self._clock.now())
+            await self._save(saga, lease)
+        elif resumed:
+            self._count_resumed_attempt(saga)
             await self._save(saga, lease)
         while not saga.status.terminal:
             if stopping.is_set():
@@ -111,6 +128,18 @@ class Engine:
                 log.info("saga checkpointed and released for shutdown", saga_id=saga.id, status=saga.status)
                 return
             await self._move(saga, lease, stopping)
+
+    def _count_resumed_attempt(self, saga: Saga) -> None:
+        """A taken-over step may have been attempted by the previous owner: that attempt is spent.
+
+        Counting it before the next call keeps the retry budget honest across crashes (a saga that keeps
+        killing its owners still runs out of retries).
+        """
+        compensating = saga.status is SagaStatus.COMPENSATING
+        step = saga.compensating if compensating else saga.current
+        if step is None:
+            return
+        saga.schedule_retry(step, "resumed after a takeover", self._clock.now(), compensation=compensating)
 
     async def _move(self, saga: Saga, lease: ports.Lease, stopping: asyncio.Event) -> None:
         if saga.status is SagaStatus.EXECUTING and self._interrupt(saga):

@@ -77,8 +77,11 @@ class Worker:
     def adopt(self, claimed: ports.Claimed, *, resumed: bool = False) -> None:
         """Run a saga this instance holds the lease of (skipped if it already runs here)."""
         saga_id = claimed.saga.id
-        if saga_id in self._runs:
-            return
+        current = self._runs.get(saga_id)
+        if current is not None and current.lease.fence >= claimed.lease.fence:
+            return  # already running here under this (or a newer) lease
+        # A newer lease (an admin retry racing the previous run's last moments) replaces the entry; the
+        # old run has made its final save and only its done-callback is pending.
         coro = self._engine.run(claimed.saga, claimed.lease, self._stopping, resumed=resumed)
         task = asyncio.create_task(coro, name=f"saga:{saga_id}")
         self._runs[saga_id] = _Run(claimed.lease, task)
@@ -86,7 +89,8 @@ class Worker:
         task.add_done_callback(functools.partial(self._finished, saga_id))
 
     def _finished(self, saga_id: str, task: asyncio.Task[None]) -> None:
-        self._runs.pop(saga_id, None)
+        if (run := self._runs.get(saga_id)) is not None and run.task is task:
+            del self._runs[saga_id]
         metrics.LEASES_HELD.set(len(self._runs))
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("saga run crashed", saga_id=saga_id, error=repr(exc), exc_info=exc)

@@ -6,6 +6,7 @@ stand for two orchestrator instances.
 """
 
 import asyncio
+import dataclasses
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -312,6 +313,22 @@ async def test_claim_skips_sagas_not_yet_due_and_the_excluded_ones(
     [rest] = await a.repo.claim("owner-a", LONG, 10, [])
     assert rest.saga.id == excluded.saga_id
     assert await a.repo.claim("owner-b", LONG, 10, []) == []  # `later` is still not due
+
+
+async def test_claim_leaves_a_saga_of_an_unknown_definition_version_to_an_instance_that_has_it(
+    instances: Callable[[], Awaitable[Instance]], db: asyncpg.Connection
+) -> None:
+    a = await instances()
+    current = definitions.registry().latest(definitions.ORDER_SAGA)
+    assert current is not None
+    newer = dataclasses.replace(current, version=current.version + 1)
+    saga = Saga.new(str(uuid.uuid4()), newer, dict(PAYLOAD), datetime.now(UTC))
+    assert (await a.repo.create(saga, f"key-{saga.id}", "hash", None, LONG)).created
+    known = await create(a.repo)
+    claimed = await a.repo.claim("owner-a", LONG, 10, [])
+    assert [c.saga.id for c in claimed] == [known.saga_id], "the poller neither claims nor crashes on it"
+    untouched = await row(db, saga.id)
+    assert (untouched["owner_id"], untouched["fence"]) == (None, 0)
 
 
 async def test_claim_ignores_terminal_sagas_and_a_terminal_save_releases_the_lease(

@@ -1088,3 +1088,32 @@ def test_request_hash_tells_bodies_and_saga_types_apart() -> None:
     assert usecases.request_hash("order_saga", {"a": 1}) != usecases.request_hash("order_saga", {"a": 2})
     assert usecases.request_hash("order_saga", {"a": 1}) != usecases.request_hash("other_saga", {"a": 1})
     assert usecases.request_hash("order_saga", [1, 2]) != usecases.request_hash("order_saga", [2, 1])
+
+
+# -- bugs and takeovers --------------------------------------------------------------------------------
+
+
+async def test_an_unexpected_error_parks_the_saga_as_failed_with_the_reason(
+    engine: Engine, repo: FakeRepository, participants: FakeParticipants, clock: FakeClock
+) -> None:
+    participants.will("payment", "ProcessPayment", {"payment": {}})  # no payment_id: the output cannot be read
+    saga, lease = await start_saga(repo, clock)
+    await run(engine, saga, lease)
+
+    assert saga.status is SagaStatus.FAILED
+    assert saga.error is not None
+    assert saga.error.startswith("internal error: KeyError")
+    assert repo.rows[saga.id].status == "FAILED", "parked durably, so no instance retries it blindly"
+    assert repo.rows[saga.id].owner is None
+
+
+async def test_a_resumed_run_counts_the_attempt_its_predecessor_may_have_made(
+    engine: Engine, repo: FakeRepository, participants: FakeParticipants, clock: FakeClock
+) -> None:
+    saga, lease = await start_saga(repo, clock)
+    await engine.run(saga, lease, asyncio.Event(), resumed=True)
+
+    assert saga.status is SagaStatus.COMPLETED
+    assert saga.steps[0].attempts == 2, "the first step's attempt before the takeover is spent"
+    resumed = [e for e in repo.events(saga.id) if e.kind == "retry_scheduled"]
+    assert resumed[0].detail["error"] == "resumed after a takeover"

@@ -125,6 +125,9 @@ WITH due AS (
       AND next_attempt_at <= clock_timestamp()
       AND (owner_id IS NULL OR lease_expires_at <= clock_timestamp())
       AND NOT (id = ANY($4::uuid[]))
+      -- Only saga types and versions this release knows: during a rolling deploy, a saga started on a
+      -- newer definition waits for an instance that has it instead of crashing this one.
+      AND (saga_type, definition_version) IN (SELECT * FROM unnest($6::text[], $7::int[]))
     ORDER BY next_attempt_at
     LIMIT $3
     FOR UPDATE SKIP LOCKED
@@ -272,7 +275,10 @@ class PostgresSagaRepository:
     async def claim(self, owner_id: str, ttl: timedelta, limit: int, exclude: Sequence[str]) -> list[ports.Claimed]:
         excluded = [uuid.UUID(s) for s in exclude]
         async with self._pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(CLAIM, owner_id, ttl, limit, excluded, _LIVE)
+            known = self._registry.versions
+            rows = await conn.fetch(
+                CLAIM, owner_id, ttl, limit, excluded, _LIVE, [t for t, _ in known], [v for _, v in known]
+            )
             return await self._claimed(conn, rows)
 
     async def claim_one(self, saga_id: str, owner_id: str, ttl: timedelta) -> ports.Claimed | None:

@@ -103,6 +103,11 @@ class Registry:
         return self._by_key[(saga_type, version)]
 
     @property
+    def versions(self) -> list[tuple[str, int]]:
+        """Every (saga type, version) this registry can run."""
+        return sorted(self._by_key)
+
+    @property
     def types(self) -> list[str]:
         """Known saga types."""
         return sorted({t for t, _ in self._by_key})
