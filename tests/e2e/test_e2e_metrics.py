@@ -67,7 +67,7 @@ async def test_metrics_of_every_process_count_the_sagas_that_ran(system: stack.S
         - total(before, "saga_duration_seconds_count", **completed)
         == 2
     )
-    step = {"step_name": "process_payment", "status": "ok"}
+    step = {"step_name": "process_payment", "status": "succeeded"}
     assert (
         total(after, "saga_step_duration_seconds_count", **step)
         - total(before, "saga_step_duration_seconds_count", **step)

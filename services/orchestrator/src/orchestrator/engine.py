@@ -214,7 +214,8 @@ class Engine:
         ) as span:
             log.info("step attempt", saga_id=saga.id, step=step.name, attempt=attempt, phase=kind)
             outcome = await self._invoke(saga, step, call, request, compensating)
-            status = "ok" if outcome.error is None else type(outcome.error).__name__
+            done = "compensated" if compensating else "succeeded"
+            status = done if outcome.error is None else type(outcome.error).__name__
             span.set_attribute("saga.outcome", status)
         if not compensating and step.attempts == 1:
             step.request = request
