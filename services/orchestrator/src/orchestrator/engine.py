@@ -139,7 +139,18 @@ class Engine:
         step = saga.compensating if compensating else saga.current
         if step is None:
             return
-        saga.schedule_retry(step, "resumed after a takeover", self._clock.now(), compensation=compensating)
+        definition = saga.definition.step(step.position)
+        call = definition.compensation if compensating else definition.action
+        spent = step.compensation_attempts if compensating else step.attempts
+        now = self._clock.now()
+        if call is not None and call.retry.exhausted(spent):
+            reason = f"{step.name}: {spent} attempts spent, the last ones by owners lost mid-call"
+            if compensating:
+                saga.compensation_exhausted(step, reason, now)
+            else:
+                saga.begin_compensation(reason, now, step, unknown=True)
+            return
+        saga.schedule_retry(step, "resumed after a takeover", now, compensation=compensating)
 
     async def _move(self, saga: Saga, lease: ports.Lease, stopping: asyncio.Event) -> None:
         if saga.status is SagaStatus.EXECUTING and self._interrupt(saga):

@@ -1117,3 +1117,15 @@ async def test_a_resumed_run_counts_the_attempt_its_predecessor_may_have_made(
     assert saga.steps[0].attempts == 2, "the first step's attempt before the takeover is spent"
     resumed = [e for e in repo.events(saga.id) if e.kind == "retry_scheduled"]
     assert resumed[0].detail["error"] == "resumed after a takeover"
+
+
+async def test_a_saga_that_keeps_losing_its_owners_mid_call_still_runs_out_of_retries(
+    engine: Engine, repo: FakeRepository, participants: FakeParticipants, clock: FakeClock
+) -> None:
+    saga, lease = await start_saga(repo, clock)
+    saga.steps[0].attempts = 4  # three takeovers already spent the default budget of 3 retries
+    await engine.run(saga, lease, asyncio.Event(), resumed=True)
+
+    assert "CreateOrder" not in participants.methods(), "no fifth attempt"
+    assert participants.methods() == ["CancelOrder"], "the unknown outcome is compensated"
+    assert saga.status is SagaStatus.COMPENSATED
