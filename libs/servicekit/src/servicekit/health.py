@@ -10,7 +10,10 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from servicekit import db
 
 Readiness = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
 
@@ -65,3 +68,19 @@ class ProbeApp:
             return
         if not await probe(scope["path"], send, self._readiness):
             await respond(send, 404, b'{"status":"not found"}', "application/json")
+
+
+class DatabaseReadiness:
+    """Readiness of a process whose one dependency is its database: ready while not draining and it answers."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        """Set `draining` when shutdown begins, so load balancers stop sending before the server stops."""
+        self._pool = pool
+        self.draining = False
+
+    async def __call__(self) -> tuple[bool, dict[str, Any]]:
+        """(ready, detail) for `/readyz`."""
+        if self.draining:
+            return False, {"reason": "shutting down"}
+        reachable = await db.ping(self._pool)
+        return reachable, {"database": "ok" if reachable else "unreachable"}

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import uvloop
 
-from servicekit import logging
+from servicekit import debug, logging, settings, telemetry
 
 log = logging.get_logger(__name__)
 
@@ -39,3 +41,34 @@ async def _with_signals(main: Main) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     return await main(stop)
+
+
+S = TypeVar("S", bound=settings.ServiceSettings)
+Serve = Callable[[S, asyncio.Event], Awaitable[int]]
+
+
+def main(service: str, settings_cls: type[S], serve: Serve[S], *, log_name: Callable[[S], str] | None = None) -> int:
+    """A service's process entry point: settings, logging, tracing, the debug port, then `serve` until a signal.
+
+    Returns 2 on a bad configuration (printed to stderr, before logging exists), else serve's exit code.
+    """
+    try:
+        loaded = settings.load(settings_cls)
+    except settings.ConfigError as exc:
+        sys.stderr.write(f"{service}: {exc}\n")
+        return 2
+    logging.configure(log_name(loaded) if log_name else service, loaded.log.level, loaded.log.format)
+    telemetry.configure(service, loaded.telemetry)
+    try:
+        return run(lambda stop: _with_debug_port(loaded, stop, serve))
+    finally:
+        telemetry.shutdown()
+
+
+async def _with_debug_port(loaded: S, stop: asyncio.Event, serve: Serve[S]) -> int:
+    port = await debug.start_server(loaded.debug)
+    try:
+        return await serve(loaded, stop)
+    finally:
+        if port is not None:
+            await port.stop()

@@ -7,17 +7,15 @@ the stop event; `main` is the process entry point (`python -m inventory_service`
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import asyncpg
 
-import servicekit.settings
 from inventory_service import config, usecases
 from inventory_service.adapters import grpc_api, postgres
-from servicekit import db, debug, grpc_server, health, http_server, lifecycle, logging, migrations, telemetry
+from servicekit import db, grpc_server, health, http_server, lifecycle, logging, migrations
 
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parents[2] / "migrations"
 SERVICE: Final = "inventory"
@@ -53,44 +51,34 @@ class Running:
         pool: asyncpg.Pool,
         grpc: grpc_server.GrpcServer,
         http: http_server.HttpServer,
-        draining: asyncio.Event,
+        readiness: health.DatabaseReadiness,
     ) -> None:
         self._settings = settings
         self._pool = pool
         self._grpc = grpc
         self._http = http
-        self._draining = draining
+        self._readiness = readiness
         self.grpc_port = grpc.port
         self.http_port = http.port
 
     async def stop(self) -> None:
         """Readiness 503 and health NOT_SERVING, let in-flight calls finish within the grace, then close."""
-        self._draining.set()
+        self._readiness.draining = True
         await self._grpc.stop(self._settings.shutdown_grace.total_seconds())
         await self._http.stop()
         await self._pool.close()
         log.info("inventory service stopped")
 
 
-def _readiness(pool: asyncpg.Pool, draining: asyncio.Event) -> health.Readiness:
-    async def ready() -> tuple[bool, dict[str, Any]]:
-        if draining.is_set():
-            return False, {"reason": "shutting down"}
-        reachable = await db.ping(pool)
-        return reachable, {"database": "ok" if reachable else "unreachable"}
-
-    return ready
-
-
 async def start(settings: config.Settings) -> Running:
     """Build the service graph and start serving gRPC and the probes; ports 0 pick free ports."""
     pool = await db.create_pool(settings.database, application_name="inventory_service")
-    draining = asyncio.Event()
+    readiness = health.DatabaseReadiness(pool)
     grpc = grpc_server.GrpcServer(settings.grpc_host, settings.grpc_port)
     servicer = grpc_api.InventoryServicer(usecases.Inventory(postgres.PostgresInventory(pool)))
     grpc_api.register(grpc.server, servicer)
     grpc.add_service_name(grpc_api.SERVICE_NAME)
-    http = http_server.HttpServer(health.ProbeApp(_readiness(pool, draining)), settings.http_host, settings.http_port)
+    http = http_server.HttpServer(health.ProbeApp(readiness), settings.http_host, settings.http_port)
     try:
         await grpc.start()
         await http.start()
@@ -98,7 +86,7 @@ async def start(settings: config.Settings) -> Running:
         await grpc.stop(0)
         await pool.close()
         raise
-    running = Running(settings, pool, grpc, http, draining)
+    running = Running(settings, pool, grpc, http, readiness)
     log.info("inventory service started", grpc_port=running.grpc_port, http_port=running.http_port)
     return running
 
@@ -106,24 +94,11 @@ async def start(settings: config.Settings) -> Running:
 async def serve(settings: config.Settings, stop: asyncio.Event) -> int:
     """Run the service until stop is set, then drain and close it; returns the exit code."""
     running = await start(settings)
-    debug_port = await debug.start_server(settings.debug)
     await stop.wait()
     await running.stop()
-    if debug_port is not None:
-        await debug_port.stop()
     return 0
 
 
 def main() -> int:
-    """Process entry point: load settings, configure logging and tracing, serve until SIGTERM/SIGINT."""
-    try:
-        loaded = servicekit.settings.load(config.Settings)
-    except servicekit.settings.ConfigError as exc:
-        sys.stderr.write(f"{exc}\n")
-        return 2
-    logging.configure(SERVICE, loaded.log.level, loaded.log.format)
-    telemetry.configure(SERVICE, loaded.telemetry)
-    try:
-        return lifecycle.run(lambda stop: serve(loaded, stop))
-    finally:
-        telemetry.shutdown()
+    """Entry point of `python -m inventory_service`: 2 on a bad configuration, else the exit code of serve."""
+    return lifecycle.main(SERVICE, config.Settings, serve)

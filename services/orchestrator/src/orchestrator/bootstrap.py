@@ -7,7 +7,6 @@ import hashlib
 import os
 import secrets
 import socket
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -20,7 +19,7 @@ from orchestrator.adapters.participants import GrpcParticipants
 from orchestrator.adapters.postgres import PostgresSagaRepository
 from orchestrator.domain.breaker import BreakerPolicy
 from orchestrator.domain.model import OnTimeout
-from servicekit import db, debug, http_server, lifecycle, logging, migrations, settings, telemetry
+from servicekit import db, http_server, lifecycle, logging, migrations
 
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parents[2] / "migrations"
 
@@ -119,7 +118,6 @@ async def start(cfg: config.Settings) -> Running:
 async def serve(cfg: config.Settings, stop: asyncio.Event) -> int:
     """Run until stop is set (exit 0) or a worker side task dies (exit 1)."""
     running = await start(cfg)
-    debug_port = await debug.start_server(cfg.debug)
     stopped = asyncio.create_task(stop.wait(), name="stop-signal")
     failed = asyncio.create_task(running.worker.wait_failed(), name="worker-monitor")
     await asyncio.wait([stopped, failed], return_when=asyncio.FIRST_COMPLETED)
@@ -127,19 +125,9 @@ async def serve(cfg: config.Settings, stop: asyncio.Event) -> int:
     for task in (stopped, failed):
         task.cancel()
     await running.stop()
-    if debug_port is not None:
-        await debug_port.stop()
-    telemetry.shutdown()
     return code
 
 
 def main() -> int:
-    """Entry point of `sagaline serve orchestrator`."""
-    try:
-        cfg = settings.load(config.Settings)
-    except settings.ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    logging.configure(f"orchestrator-{cfg.instance}", cfg.log.level, cfg.log.format)
-    telemetry.configure("orchestrator", cfg.telemetry)
-    return lifecycle.run(lambda stop: serve(cfg, stop))
+    """Entry point of `sagaline serve orchestrator`: 2 on a bad configuration, else the exit code of serve."""
+    return lifecycle.main("orchestrator", config.Settings, serve, log_name=lambda cfg: f"orchestrator-{cfg.instance}")

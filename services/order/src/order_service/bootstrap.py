@@ -7,17 +7,15 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import asyncpg
 
 from order_service import config, usecases
 from order_service.adapters import grpc_api, postgres
 from sagaline_contracts.order.v1 import order_pb2_grpc
-from servicekit import db, debug, grpc_server, health, http_server, lifecycle, logging, migrations, telemetry
-from servicekit import settings as service_settings
+from servicekit import db, grpc_server, health, http_server, lifecycle, logging, migrations
 
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parents[2] / "migrations"
 SERVICE: Final = "order"
@@ -38,20 +36,6 @@ async def seed(url: str) -> list[str]:
     return []
 
 
-class _Readiness:
-    """`/readyz`: ready while not draining and the database answers."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-        self.draining = False
-
-    async def __call__(self) -> tuple[bool, dict[str, Any]]:
-        if self.draining:
-            return False, {"reason": "shutting down"}
-        reachable = await db.ping(self._pool)
-        return reachable, {"database": "ok" if reachable else "unreachable"}
-
-
 class Running:
     """A started order service; `stop` drains it."""
 
@@ -60,7 +44,7 @@ class Running:
         grpc: grpc_server.GrpcServer,
         http: http_server.HttpServer,
         pool: asyncpg.Pool,
-        readiness: _Readiness,
+        readiness: health.DatabaseReadiness,
         grace: float,
     ) -> None:
         self._grpc = grpc
@@ -87,7 +71,7 @@ class Running:
 async def start(settings: config.Settings) -> Running:
     """Build the service from settings and start serving; ports 0 pick free ports."""
     pool = await db.create_pool(settings.database, application_name="order_service")
-    readiness = _Readiness(pool)
+    readiness = health.DatabaseReadiness(pool)
     grpc = _grpc_server(settings, usecases.Orders(postgres.PostgresOrderStore(pool)))
     http = http_server.HttpServer(health.ProbeApp(readiness), settings.http_host, settings.http_port)
     try:
@@ -111,26 +95,13 @@ async def serve(settings: config.Settings, stop: asyncio.Event) -> int:
     """Run until stop is set, then drain; returns the process exit code."""
     running = await start(settings)
     log.info("order service started", grpc_port=running.grpc_port, http_port=running.http_port)
-    debug_port = await debug.start_server(settings.debug)
     try:
         await stop.wait()
     finally:
         await running.stop()
-        if debug_port is not None:
-            await debug_port.stop()
     return 0
 
 
 def main() -> int:
     """Entry point of `python -m order_service`: 2 on a bad configuration, else the exit code of serve."""
-    try:
-        loaded = service_settings.load(config.Settings)
-    except service_settings.ConfigError as exc:
-        sys.stderr.write(f"order: {exc}\n")
-        return 2
-    logging.configure(SERVICE, loaded.log.level, loaded.log.format)
-    telemetry.configure(SERVICE, loaded.telemetry)
-    try:
-        return lifecycle.run(lambda stop: serve(loaded, stop))
-    finally:
-        telemetry.shutdown()
+    return lifecycle.main(SERVICE, config.Settings, serve)

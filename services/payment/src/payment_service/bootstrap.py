@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 import uuid
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import asyncpg
 
 from payment_service import config, domain, usecases
 from payment_service.adapters import grpc_api, postgres
 from sagaline_contracts.payment.v1 import payment_pb2_grpc
-from servicekit import db, debug, grpc_server, health, http_server, lifecycle, logging, migrations, telemetry
-from servicekit import settings as servicekit_settings
+from servicekit import db, grpc_server, health, http_server, lifecycle, logging, migrations
 
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parents[2] / "migrations"
 
@@ -47,20 +45,6 @@ async def seed(url: str) -> list[str]:
     ]
 
 
-class _Readiness:
-    """`/readyz`: ready while not stopping and the database answers."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-        self.stopping = False
-
-    async def __call__(self) -> tuple[bool, dict[str, Any]]:
-        if self.stopping:
-            return False, {"reason": "shutting down"}
-        database = await db.ping(self._pool)
-        return database, {"database": "ok" if database else "unreachable"}
-
-
 class Running:
     """A started payment service; `stop` drains it."""
 
@@ -70,7 +54,7 @@ class Running:
         pool: asyncpg.Pool,
         grpc: grpc_server.GrpcServer,
         http: http_server.HttpServer,
-        readiness: _Readiness,
+        readiness: health.DatabaseReadiness,
     ) -> None:
         self._grace = settings.shutdown_grace.total_seconds()
         self._pool = pool
@@ -90,7 +74,7 @@ class Running:
 
     async def stop(self) -> None:
         """Report NOT_SERVING, let in-flight calls finish within the grace period, then close everything."""
-        self._readiness.stopping = True
+        self._readiness.draining = True
         await self._grpc.stop(self._grace)
         await self._http.stop()
         await self._pool.close()
@@ -119,7 +103,7 @@ async def start(settings: config.Settings) -> Running:
         grpc = _grpc_server(settings, pool)
         await grpc.start()
         undo.push_async_callback(grpc.stop, 0)
-        readiness = _Readiness(pool)
+        readiness = health.DatabaseReadiness(pool)
         http = http_server.HttpServer(health.ProbeApp(readiness), settings.http_host, settings.http_port)
         await http.start()
         undo.pop_all()
@@ -131,24 +115,11 @@ async def start(settings: config.Settings) -> Running:
 async def serve(settings: config.Settings, stop: asyncio.Event) -> int:
     """Run the service until stop is set, then drain it; returns the exit code."""
     running = await start(settings)
-    debug_port = await debug.start_server(settings.debug)
     await stop.wait()
     await running.stop()
-    if debug_port is not None:
-        await debug_port.stop()
     return 0
 
 
 def main() -> int:
-    """Entry point of `python -m payment_service`."""
-    try:
-        settings = servicekit_settings.load(config.Settings)
-    except servicekit_settings.ConfigError as exc:
-        sys.stderr.write(f"{exc}\n")
-        return 2
-    logging.configure("payment", settings.log.level, settings.log.format)
-    telemetry.configure("payment", settings.telemetry)
-    try:
-        return lifecycle.run(lambda stop: serve(settings, stop))
-    finally:
-        telemetry.shutdown()
+    """Entry point of `python -m payment_service`: 2 on a bad configuration, else the exit code of serve."""
+    return lifecycle.main("payment", config.Settings, serve)
