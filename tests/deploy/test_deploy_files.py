@@ -225,7 +225,7 @@ def test_every_compose_container_environment_loads_with_the_real_settings(monkey
         if name.startswith("migrate-"):
             assert service["healthcheck"] == {"disable": True}
             continue
-        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4317"
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
         assert cfg.log.format == "json"
         assert int(env["HEALTHCHECK_PORT"]) == cfg.http_port
         assert str(cfg.http_port) in service["expose"]
@@ -266,7 +266,7 @@ def test_compose_observability_profile() -> None:
     assert spec["services"]["nginx"]["ports"] == ["${SAGALINE_HTTP_PUBLISH:-8080}:8080"]
     jaeger = environment(spec["services"]["jaeger"])
     assert jaeger["COLLECTOR_OTLP_ENABLED"] == "true"
-    assert "4317" in spec["services"]["jaeger"]["expose"]
+    assert "4318" in spec["services"]["jaeger"]["expose"]
 
 
 def test_prometheus_scrapes_every_sagaline_process(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -113,6 +113,7 @@ async def test_a_steps_log_line_carries_its_spans_trace_and_span_ids(
     if not isinstance(traced.out, io.StringIO):
         pytest.fail("child logs are needed in memory; run without SAGALINE_TEST_LOGS")
     collected, _ = receiver
+    await traced.wait_healthy("orchestrator-1")  # it may be restarting after the takeover test's kill -9
     async with httpx.AsyncClient(base_url=traced.topology.orchestrator_url(0)) as client:
         response = await client.post("/v1/sagas", json=order(ALICE), headers={"Idempotency-Key": str(uuid.uuid4())})
         saga = await finished(client, response.json()["id"])

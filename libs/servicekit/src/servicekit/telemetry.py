@@ -21,7 +21,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from servicekit import settings
@@ -48,11 +48,27 @@ def configure(service_name: str, config: settings.TelemetrySettings) -> None:
         sampler=ParentBased(TraceIdRatioBased(config.sample_ratio)),
     )
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        provider.add_span_processor(BatchSpanProcessor(_exporter()))
     trace.set_tracer_provider(provider)
     _sql_spans = config.sql_spans
+
+
+def _exporter() -> SpanExporter:
+    """OTLP over HTTP/protobuf (the OpenTelemetry default) unless `OTEL_EXPORTER_OTLP_PROTOCOL=grpc`.
+
+    HTTP is preferred: a synchronous gRPC exporter thread shares gRPC's core with the process's own
+    grpc.aio server and channels, and measurably costs the event loop CPU on every export.
+    """
+    protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
+    )
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+        return GrpcExporter()
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+    return HttpExporter()
 
 
 def sql_span(query: str, elapsed: float, failed: bool) -> None:
