@@ -53,6 +53,7 @@ class Sink(trace_service_pb2_grpc.TraceServiceServicer):
             self.port = self._server.add_insecure_port("127.0.0.1:0")
             await self._server.start()
         else:
+
             async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 await self._asgi(scope, receive, send)
 
