@@ -127,15 +127,16 @@ class Middleware:
             return
         if await health.probe(scope["path"], send, self._readiness):
             return
+        headers = dict(scope["headers"])
         if scope["path"].startswith("/v1/"):
-            authorization = dict(scope["headers"]).get(b"authorization")
+            authorization = headers.get(b"authorization")
             try:
                 principal = self._authenticate(authorization.decode("latin-1") if authorization else None)
             except Problem as problem:
                 await problem_response(problem, scope["path"])(scope, receive, send)
                 return
             scope.setdefault("state", {})["principal"] = principal
-        declared = dict(scope["headers"]).get(b"content-length")
+        declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self._max_body):
             too_big = Problem(413, "payload-too-large", "Payload too large", f"the limit is {self._max_body} bytes")
             await problem_response(too_big, scope["path"])(scope, receive, send)

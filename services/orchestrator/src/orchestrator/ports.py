@@ -36,6 +36,8 @@ class Created:
     saga_id: str
     created: bool
     lease: Lease | None
+    # For a replay: the fingerprint stored with the key, to compare with the request's.
+    request_hash: str | None = None
 
 
 class Participants(Protocol):
@@ -60,12 +62,8 @@ class SagaRepository(Protocol):
         """Insert the saga, its steps, its events and the client's key in one transaction.
 
         When the key already exists, nothing is written and the existing saga id is returned with
-        created=False (the caller compares request hashes through `key_hash`).
+        created=False and the request hash stored with the key.
         """
-        ...
-
-    async def key_hash(self, key: str) -> tuple[str, str] | None:
-        """(request_hash, saga_id) stored for an idempotency key."""
         ...
 
     async def save(self, saga: Saga, lease: Lease, ttl: timedelta) -> bool:

@@ -90,8 +90,7 @@ class SagaService:
             saga.start(now)
         created = await self._repo.create(saga, request.idempotency_key, fingerprint, owner_id, self._ttl)
         if not created.created:
-            stored = await self._repo.key_hash(request.idempotency_key)
-            if stored is None or stored[0] != fingerprint:
+            if created.request_hash != fingerprint:
                 raise errors.IdempotencyConflict("Idempotency-Key was already used with a different request body")
             return Started(created.saga_id, created=False, claimed=None)
         claimed = ports.Claimed(saga, created.lease, None) if created.lease else None

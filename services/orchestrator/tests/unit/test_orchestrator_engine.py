@@ -165,15 +165,13 @@ class FakeRepository:
         self, saga: Saga, key: str, request_hash: str, owner_id: str | None, ttl: timedelta
     ) -> ports.Created:
         if key in self.keys:
-            return ports.Created(self.keys[key][1], created=False, lease=None)
+            stored_hash, saga_id = self.keys[key]
+            return ports.Created(saga_id, created=False, lease=None, request_hash=stored_hash)
         self.keys[key] = (request_hash, saga.id)
         row = self.rows[saga.id] = Row(saga, saga.status.value, owner_id, 1 if owner_id else 0)
         self._persist(row, row.fence)
         lease = ports.Lease(saga.id, owner_id, 1) if owner_id else None
         return ports.Created(saga.id, created=True, lease=lease)
-
-    async def key_hash(self, key: str) -> tuple[str, str] | None:
-        return self.keys.get(key)
 
     async def save(self, saga: Saga, lease: ports.Lease, ttl: timedelta) -> bool:
         row = self._check(lease)

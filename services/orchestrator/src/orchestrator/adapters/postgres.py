@@ -238,7 +238,7 @@ class PostgresSagaRepository:
             existing = await self.key_hash(key)
             if existing is None:  # pragma: no cover - the key expired and was purged in between
                 raise errors.IdempotencyConflict("Idempotency-Key expired while in use; retry the request")
-            return ports.Created(existing[1], created=False, lease=None)
+            return ports.Created(existing[1], created=False, lease=None, request_hash=existing[0])
         lease = ports.Lease(saga.id, owner_id, 1) if owner_id else None
         return ports.Created(saga.id, created=True, lease=lease)
 

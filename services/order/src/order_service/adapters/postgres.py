@@ -19,38 +19,23 @@ from order_service import domain
 # back. A 64-bit hash of the name: a collision only makes two unrelated keys wait for each other.
 LOCK_KEY: Final = "SELECT pg_advisory_xact_lock(hashtextextended('order:' || $1 || ':' || $2, 0))"
 
-# One order with its lines in request order, row-locked so a confirmation and a cancellation of it
-# serialize. The lines are read as parallel arrays in a single round trip.
-SELECT_ORDER_BY_ID_FOR_UPDATE: Final = """
+# One order with its lines in request order, read as parallel arrays in a single round trip; the three
+# statements below add only how the order is found and whether it is locked.
+_ORDER_WITH_LINES: Final = """
 SELECT o.id, o.saga_id, o.idempotency_key, o.customer_id, o.status, o.total_amount, o.currency,
        ARRAY(SELECT i.sku FROM order_items i WHERE i.order_id = o.id ORDER BY i.line_no) AS skus,
        ARRAY(SELECT i.quantity FROM order_items i WHERE i.order_id = o.id ORDER BY i.line_no) AS quantities,
        ARRAY(SELECT i.unit_price FROM order_items i WHERE i.order_id = o.id ORDER BY i.line_no) AS prices
-FROM orders o
-WHERE o.id = $1
-FOR UPDATE OF o
-"""
+FROM orders o"""
 
-# The same, found by the CreateOrder key (unique), row-locked.
-SELECT_ORDER_BY_KEY_FOR_UPDATE: Final = """
-SELECT o.id, o.saga_id, o.idempotency_key, o.customer_id, o.status, o.total_amount, o.currency,
-       ARRAY(SELECT i.sku FROM order_items i WHERE i.order_id = o.id ORDER BY i.line_no) AS skus,
-       ARRAY(SELECT i.quantity FROM order_items i WHERE i.order_id = o.id ORDER BY i.line_no) AS quantities,
-       ARRAY(SELECT i.unit_price FROM order_items i WHERE i.order_id = o.id ORDER BY i.line_no) AS prices
-FROM orders o
-WHERE o.idempotency_key = $1
-FOR UPDATE OF o
-"""
+# By id, row-locked so a confirmation and a cancellation of the order serialize.
+SELECT_ORDER_BY_ID_FOR_UPDATE: Final = _ORDER_WITH_LINES + "\nWHERE o.id = $1\nFOR UPDATE OF o"
 
-# The same, for reads outside a transaction: no lock, a consistent snapshot of one statement.
-SELECT_ORDER_BY_ID: Final = """
-SELECT o.id, o.saga_id, o.idempotency_key, o.customer_id, o.status, o.total_amount, o.currency,
-       ARRAY(SELECT i.sku FROM order_items i WHERE i.order_id = o.id ORDER BY i.line_no) AS skus,
-       ARRAY(SELECT i.quantity FROM order_items i WHERE i.order_id = o.id ORDER BY i.line_no) AS quantities,
-       ARRAY(SELECT i.unit_price FROM order_items i WHERE i.order_id = o.id ORDER BY i.line_no) AS prices
-FROM orders o
-WHERE o.id = $1
-"""
+# By the CreateOrder key (unique), row-locked.
+SELECT_ORDER_BY_KEY_FOR_UPDATE: Final = _ORDER_WITH_LINES + "\nWHERE o.idempotency_key = $1\nFOR UPDATE OF o"
+
+# For reads outside a transaction: no lock, a consistent snapshot of one statement.
+SELECT_ORDER_BY_ID: Final = _ORDER_WITH_LINES + "\nWHERE o.id = $1"
 
 # The order and all its lines in one statement: either all of them exist or none. The lines' foreign
 # key is checked at the end of the statement, after the order row is in. A second order with the same
