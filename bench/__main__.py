@@ -77,6 +77,12 @@ def cpu_seconds(supervisor: stack.Supervisor) -> dict[str, float]:
     return used
 
 
+def own_cpu_seconds() -> float:
+    """CPU seconds used so far by this process: the load driver (and the span receiver when tracing)."""
+    times = psutil.Process().cpu_times()
+    return times.user + times.system
+
+
 async def drive(
     supervisor: stack.Supervisor, n: int, concurrency: int, decline: float, kill_at: int | None, fault_signal: int
 ) -> dict[str, Any]:
@@ -87,6 +93,7 @@ async def drive(
         queue.put_nowait(i)
     ids: list[str] = []
     killed: dict[str, float] = {}
+    retried: list[int] = []
     rng = random.Random(7)
 
     async def client_loop() -> None:
@@ -100,11 +107,11 @@ async def drive(
             try:
                 response = await target.post("/v1/sagas", json=payload, headers=headers)
             except httpx.TransportError:
-                if not killed:
-                    raise
-                # The instance died under this request: a client retries with the same key elsewhere, and
-                # gets the saga the dead instance may already have accepted (200) or a new one (202).
-                response = await clients[1].post("/v1/sagas", json=payload, headers=headers)
+                # The connection broke under this request (the instance died, or a kept-alive connection was
+                # closed as it was reused): a client retries once with the same key, on the surviving
+                # instance after a kill, and gets the saga already accepted (200) or a new one (202).
+                retried.append(i)
+                response = await (clients[1] if killed else target).post("/v1/sagas", json=payload, headers=headers)
             if response.status_code not in (200, 202):
                 raise RuntimeError(f"start failed: {response.status_code} {response.text}")
             ids.append(response.json()["id"])
@@ -115,7 +122,7 @@ async def drive(
     await asyncio.gather(*(client_loop() for _ in range(concurrency)))
     for client in clients:
         await client.aclose()
-    return {"ids": ids, "killed_at": killed.get("at")}
+    return {"ids": ids, "killed_at": killed.get("at"), "client_retries": len(retried)}
 
 
 async def wait_terminal(topology: stack.Topology, ids: list[str], within: float) -> list[asyncpg.Record]:
@@ -152,18 +159,18 @@ async def run_phase(
 ) -> dict[str, Any]:
     topology = supervisor.topology
     wal0, commits0, xid0 = await counters(topology)
-    cpu0 = cpu_seconds(supervisor)
+    cpu0, driver0 = cpu_seconds(supervisor), own_cpu_seconds()
     driven = await drive(supervisor, n, c, decline, kill_at, fault_signal)
     rows = await wait_terminal(topology, sorted(set(driven["ids"])), within=120)
     wal1, commits1, xid1 = await counters(topology)
-    cpu1 = cpu_seconds(supervisor)
+    cpu1, driver1 = cpu_seconds(supervisor), own_cpu_seconds()
     latencies = [(r["finished_at"] - r["created_at"]).total_seconds() for r in rows]
     span = (max(r["finished_at"] for r in rows) - min(r["created_at"] for r in rows)).total_seconds()
     outcome: dict[str, int] = {}
     for r in rows:
         outcome[r["status"]] = outcome.get(r["status"], 0) + 1
     result = {
-        "sagas": n, "concurrency": c, "outcomes": outcome,
+        "sagas": n, "concurrency": c, "outcomes": outcome, "client_retries": driven["client_retries"],
         "sagas_per_second": round(n / span, 1),
         "latency_ms": {q: round(percentile(latencies, v) * 1000, 1) for q, v in QUANTILES},
         "wal_sync_per_saga": round((wal1 - wal0) / n, 2),
@@ -171,6 +178,7 @@ async def run_phase(
         "xact_commit_per_saga": round((commits1 - commits0) / n, 2),
         "cpu_seconds_per_saga": round(sum(cpu1[k] - cpu0[k] for k in cpu1 if k in cpu0) / n, 5),
         "cpu_ms_per_saga_by_process": {k: round((cpu1[k] - cpu0[k]) / n * 1000, 2) for k in cpu1 if k in cpu0},
+        "driver_cpu_ms_per_saga": round((driver1 - driver0) / n * 1000, 2),
     }  # fmt: skip
     if driven["killed_at"] is not None:
         result["killed"] = True
@@ -218,12 +226,13 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     topology = stack.Topology.ephemeral(server_url, f"bench_{os.getpid()}")
     await stack.prepare(topology, out=io.StringIO())
     env = {"SAGALINE_LOG__LEVEL": "warning", "OTEL_SDK_DISABLED": "true" if args.no_tracing else "false"}
-    sink = Sink()
+    sink = Sink(keep=False)
     if not args.no_tracing:
+        env["SAGALINE_TELEMETRY__SAMPLE_RATIO"] = str(args.sample_ratio)
+    if not args.no_tracing and not args.no_export:
         # Spans are exported for real, to a receiver in this process, so the cost measured includes export.
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = await sink.start()
         env["OTEL_EXPORTER_OTLP_INSECURE"] = "true"
-        env["SAGALINE_TELEMETRY__SAMPLE_RATIO"] = str(args.sample_ratio)
     for service in stack.SERVICES:
         env[f"SAGALINE_{service.upper()}_LOG__LEVEL"] = "warning"
     if args.fault:
@@ -245,8 +254,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         await sink.stop()
         for name in topology.databases.values():
             await pg.drop_database(server_url, name)
-    return {"postgres": source, "tracing": not args.no_tracing, "sample_ratio": args.sample_ratio,
-            "spans_exported": len(sink.spans),
+    return {"postgres": source, "tracing": not args.no_tracing, "exported": not (args.no_tracing or args.no_export),
+            "sample_ratio": args.sample_ratio,
+            "spans_exported": sink.count,
             "fault": args.fault, "phases": phases,
             "check": "OK" if report.ok else report.violations}  # fmt: skip
 
@@ -262,11 +272,16 @@ def main() -> None:
         help="kill -9 (or SIGTERM with 'term') one orchestrator mid-run and report the takeover time",
     )  # fmt: skip
     parser.add_argument("--no-tracing", action="store_true", help="OTEL_SDK_DISABLED=true in every process")
+    parser.add_argument(
+        "--no-export", action="store_true",
+        help="tracing on but no OTLP endpoint: spans are made and dropped (isolates the cost of exporting them)",
+    )  # fmt: skip
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the pgbench commit-ceiling measurement")
     parser.add_argument("--sample-ratio", type=float, default=1.0, help="share of sagas traced (head sampling)")
     args = parser.parse_args()
     result = uvloop.run(bench(args))
     server_url, _ = pg.server_url()
-    result["commit_ceiling_tps"] = commit_ceiling(server_url)
+    result["commit_ceiling_tps"] = None if args.no_ceiling else commit_ceiling(server_url)
     result["at"] = datetime.now(UTC).isoformat()
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"

@@ -15,10 +15,16 @@ from servicekit import health, http_server
 
 
 class Sink(trace_service_pb2_grpc.TraceServiceServicer):
-    """Keeps every span with its process's service.name."""
+    """Keeps every span with its process's service.name, or with `keep=False` only counts them.
 
-    def __init__(self) -> None:
+    Counting costs a protobuf parse (C) per export; keeping also builds a dict per span, which a
+    benchmark's receiver should not spend CPU on while it shares the machine with what it measures.
+    """
+
+    def __init__(self, keep: bool = True) -> None:
         self.spans: list[dict[str, Any]] = []
+        self.count = 0
+        self._keep = keep
         self._server: grpc.aio.Server | None = None
         self._http: http_server.HttpServer | None = None
         self.port = 0
@@ -29,7 +35,10 @@ class Sink(trace_service_pb2_grpc.TraceServiceServicer):
         return trace_service_pb2.ExportTraceServiceResponse()
 
     def keep(self, request: Any) -> None:
-        """Flatten and keep every span of an ExportTraceServiceRequest."""
+        """Flatten and keep every span of an ExportTraceServiceRequest (or only count them)."""
+        if not self._keep:
+            self.count += sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
+            return
         for resource_spans in request.resource_spans:
             attributes = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
             for scope_spans in resource_spans.scope_spans:
@@ -40,6 +49,7 @@ class Sink(trace_service_pb2_grpc.TraceServiceServicer):
                         "parent": span.parent_span_id.hex(), "links": [link.trace_id.hex() for link in span.links],
                         "attributes": {a.key: a.value for a in span.attributes},
                     })  # fmt: skip
+                    self.count += 1
 
     def of_trace(self, trace_id: str) -> list[dict[str, Any]]:
         """The spans of one trace."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import socket
 import sys
@@ -33,11 +34,26 @@ _MIGRATE = {"saga_orchestrator": orchestrator.migrate, "order_service": order.mi
 _SEED = {"order_service": order.seed, "payment_service": payment.seed, "inventory_service": inventory.seed}
 
 
+_LISTEN_PORTS = range(20000, 32768)  # below Linux's default ephemeral range (32768-60999)
+_ports = random.SystemRandom()  # independent of any seeded global generator
+
+
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port free on 127.0.0.1 right now, chosen outside the ephemeral range.
+
+    A port the kernel hands out for `bind(0)` comes from the ephemeral range, which outgoing connections
+    (to PostgreSQL, between the services) draw from too: between this check and the child's own bind,
+    one of them can take it. Ports below that range are only ever taken by a listener.
+    """
+    for _ in range(100):
+        port = _ports.choice(_LISTEN_PORTS)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise OSError("no free port found in 20000-32767")
 
 
 @dataclass

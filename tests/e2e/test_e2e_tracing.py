@@ -82,6 +82,17 @@ async def test_one_saga_is_one_trace_across_all_four_processes(
     participant_sql = [s for s in spans if s["service"] == "payment" and s["parent"] in by_id
                        and by_id[s["parent"]]["service"] == "payment"]  # fmt: skip
     assert participant_sql, "the participant's handler and SQL spans join the trace"
+    sql = [s for s in spans if s["name"].startswith("SQL ")]
+    assert {s["name"] for s in sql} <= {"SQL SELECT", "SQL INSERT", "SQL UPDATE", "SQL WITH", "SQL DELETE"}, (
+        "statements only: BEGIN and COMMIT say nothing their handler's span does not"
+    )
+    for statement in sql:
+        handler = by_id[statement["parent"]]
+        assert handler["service"] == statement["service"], "a statement is a child of a span of its own process"
+        assert handler["name"].startswith("sagaline."), "a statement is a child of the gRPC handler that ran it"
+        assert statement["attributes"]["db.system"].string_value == "postgresql"
+        assert statement["attributes"]["db.query.text"].string_value
+    assert not [s["name"] for s in spans if s["name"].startswith("fastapi.")], "no framework spans besides ours"
 
 
 async def test_a_saga_taken_over_after_kill_9_links_to_its_first_trace(

@@ -46,8 +46,12 @@ def _service_adder(service: str) -> Any:
 def configure(service: str, level: str = "info", fmt: str = "json") -> None:
     """Configure structlog and the standard library's logging for this process (idempotent)."""
     numeric = logging.getLevelName(level.upper())
+    # The console's tracebacks are plain: the default (rich, with every frame's local variables) can take
+    # seconds to render deep in grpc or asyncio and would print whatever secrets those locals hold.
     renderer: Any = (
-        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)
     )
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,

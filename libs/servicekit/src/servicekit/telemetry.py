@@ -20,15 +20,21 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from servicekit import settings
 
 _configured = False
 _sql_spans = False
-_tracer = trace.get_tracer("sagaline.servicekit")
+_export: SpanProcessor | None = None  # the exporting processor, once configure() installed one
+_resource = Resource.get_empty()
+_ids = RandomIdGenerator()
+_SQL_SCOPE = InstrumentationScope("sagaline.servicekit")
+_ERROR, _UNSET = trace.Status(trace.StatusCode.ERROR), trace.Status(trace.StatusCode.UNSET)
 _TRANSACTION_CONTROL = frozenset({"BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "START"})
 
 
@@ -39,16 +45,15 @@ def enabled() -> bool:
 
 def configure(service_name: str, config: settings.TelemetrySettings) -> None:
     """Install the tracer provider, once per process, and turn SQL spans on if configured."""
-    global _configured, _sql_spans
+    global _configured, _sql_spans, _export, _resource
     if _configured or not enabled():
         return
     _configured = True
-    provider = TracerProvider(
-        resource=Resource.create({"service.name": config.service_name or service_name}),
-        sampler=ParentBased(TraceIdRatioBased(config.sample_ratio)),
-    )
+    _resource = Resource.create({"service.name": config.service_name or service_name})
+    provider = TracerProvider(resource=_resource, sampler=ParentBased(TraceIdRatioBased(config.sample_ratio)))
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
-        provider.add_span_processor(BatchSpanProcessor(_exporter()))
+        _export = BatchSpanProcessor(_exporter())
+        provider.add_span_processor(_export)
     trace.set_tracer_provider(provider)
     _sql_spans = config.sql_spans
 
@@ -56,8 +61,9 @@ def configure(service_name: str, config: settings.TelemetrySettings) -> None:
 def _exporter() -> SpanExporter:
     """OTLP over HTTP/protobuf (the OpenTelemetry default) unless `OTEL_EXPORTER_OTLP_PROTOCOL=grpc`.
 
-    HTTP is preferred: a synchronous gRPC exporter thread shares gRPC's core with the process's own
-    grpc.aio server and channels, and measurably costs the event loop CPU on every export.
+    HTTP is preferred and cheaper: a synchronous gRPC exporter thread shares gRPC's core with the
+    process's own grpc.aio server and channels, and the HTTP exporter here writes the protobuf bytes
+    directly (see `servicekit.otlp`) instead of building a message object per span and attribute.
     """
     protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
         "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
@@ -66,28 +72,44 @@ def _exporter() -> SpanExporter:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 
         return GrpcExporter()
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+    from servicekit.otlp import HttpSpanExporter
 
-    return HttpExporter()
+    return HttpSpanExporter()
 
 
 def sql_span(query: str, elapsed: float, failed: bool) -> None:
-    """Record a finished SQL statement as a child of the current span (called by the query logger)."""
-    if not _sql_spans or not trace.get_current_span().is_recording():
+    """Record a finished SQL statement as a child of the current span (called by the query logger).
+
+    The statement has already run, so its span is built finished and handed straight to the exporting
+    processor, skipping the tracer (sampler, attribute validation, lock, context): the parent is a
+    recording span of a sampled trace, so the sampler's answer is known, and the attributes are fixed
+    strings. This costs about a fifth of `Tracer.start_span` + `end`, on a path taken by every statement.
+    """
+    if not _sql_spans or _export is None:
         return
-    operation = query.lstrip().split(None, 1)[0].upper() if query.strip() else "SQL"
+    current = trace.get_current_span()
+    if not current.is_recording():
+        return
+    operation = query.lstrip().split(None, 1)[0].rstrip(";").upper() if query.strip() else "SQL"
     if operation in _TRANSACTION_CONTROL:
         return  # BEGIN/COMMIT say nothing the surrounding span does not; skipping halves the span count
+    parent = current.get_span_context()
     end = time.time_ns()
-    span = _tracer.start_span(
-        f"SQL {operation}",
-        kind=trace.SpanKind.CLIENT,
-        start_time=end - int(elapsed * 1e9),
-        attributes={"db.system": "postgresql", "db.operation.name": operation, "db.query.text": query[:2048]},
+    context = trace.SpanContext(parent.trace_id, _ids.generate_span_id(), False, parent.trace_flags, parent.trace_state)
+    _export.on_end(
+        ReadableSpan(
+            f"SQL {operation}",
+            context=context,
+            parent=parent,
+            resource=_resource,
+            attributes={"db.system": "postgresql", "db.operation.name": operation, "db.query.text": query[:2048]},
+            kind=trace.SpanKind.CLIENT,
+            status=_ERROR if failed else _UNSET,
+            start_time=end - int(elapsed * 1e9),
+            end_time=end,
+            instrumentation_scope=_SQL_SCOPE,
+        )
     )
-    if failed:
-        span.set_status(trace.Status(trace.StatusCode.ERROR))
-    span.end(end_time=end)
 
 
 def inject(metadata: list[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -3,7 +3,6 @@
 import asyncio
 import os
 import signal
-import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -11,14 +10,9 @@ from pathlib import Path
 import httpx
 
 from inventory_service import bootstrap
+from sagaline.stack import free_port
 
 MakeDatabase = Callable[[Path | None], Awaitable[str]]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def wait_ready(url: str, process: asyncio.subprocess.Process) -> int:

@@ -208,8 +208,11 @@ def create_app(  # noqa: C901 - a flat list of route declarations
     max_body: int,
 ) -> Any:
     """The REST application for one instance."""
+    # FastAPI's built-in telemetry would add a second server span and spans per dependency and endpoint
+    # to every request; the middleware below already makes the one server span and the HTTP metrics.
     app = FastAPI(title="Sagaline", version="1.0.0", docs_url=None, redoc_url=None,
-                  description="Start, follow, retry and cancel sagas.")  # fmt: skip
+                  description="Start, follow, retry and cancel sagas.",
+                  telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False})  # fmt: skip
     app.mount("/static/swagger", StaticFiles(directory=str(swagger_ui_path)), name="swagger")
     _install_error_handlers(app)
 

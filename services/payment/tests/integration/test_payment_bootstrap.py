@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from payment_service import bootstrap, domain
+from sagaline.stack import free_port
 
 ALICE = uuid.UUID("11111111-1111-4111-8111-111111111111")
 
@@ -77,13 +78,6 @@ async def test_start_fails_with_an_error_and_closes_its_pool_when_the_http_port_
         "sagaline-payment",
     )
     assert left == 0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def test_process_serves_and_exits_0_on_sigterm(payment_db: str) -> None:
