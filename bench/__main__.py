@@ -300,7 +300,7 @@ def print_table(result: dict[str, Any], path: Path) -> None:
               f"{p['outcomes']}" + (f"  takeover {p.get('takeover_seconds')}s" if "killed" in p else ""))  # fmt: skip
     ceiling = result["commit_ceiling_tps"]
     print(
-        f"commit ceiling (pgbench, 32 clients): {ceiling} commits/s;"
+        f"commit ceiling (pgbench, 32 clients): {'skipped' if ceiling is None else f'{ceiling:.0f} commits/s'};"
         f" check: {result['check']}; tracing: {result['tracing']} ({result['spans_exported']} spans exported)"
     )
     print(f"written to {path}")

@@ -85,9 +85,25 @@ class Engine:
         """Wire the engine to its ports; `rand` drives the backoff jitter."""
         self._repo, self._participants, self._clock = repository, participants, clock
         self._breakers, self._config, self._rand = breakers, config, rand
+        # (saga id, fence) -> this process's monotonic time when the run's last save was sent
+        self._saved_at: dict[tuple[str, int], float] = {}
 
-    async def run(self, saga: Saga, lease: ports.Lease, stopping: asyncio.Event, *, resumed: bool = False) -> None:
-        """Drive saga until it is terminal, its lease is lost, or the process stops."""
+    async def run(
+        self,
+        saga: Saga,
+        lease: ports.Lease,
+        stopping: asyncio.Event,
+        *,
+        resumed: bool = False,
+        acquired_at: float | None = None,
+    ) -> None:
+        """Drive saga until it is terminal, its lease is lost, or the process stops.
+
+        `acquired_at` (monotonic) is when the statement granting the lease was sent, if the caller knows;
+        otherwise the run saves, renewing the lease, before its first call.
+        """
+        if acquired_at is not None:
+            self._saved_at[(saga.id, lease.fence)] = acquired_at
         token = otel_context.attach(_saga_context(saga, resumed))
         try:
             await self._drive(saga, lease, stopping, resumed)
@@ -101,6 +117,7 @@ class Engine:
         except Exception as exc:  # a bug must park the saga for a person, not crash-loop it
             await self._park(saga, lease, exc)
         finally:
+            self._saved_at.pop((saga.id, lease.fence), None)
             otel_context.detach(token)
 
     async def _park(self, saga: Saga, lease: ports.Lease, exc: Exception) -> None:
@@ -163,7 +180,7 @@ class Engine:
         definition = saga.definition.step(step.position)
         call = definition.compensation if compensating else definition.action
         assert call is not None  # noqa: S101 - only steps with a compensation are ever compensating
-        if not await self._ready(saga, step, call, stopping):
+        if not await self._ready(saga, step, call, stopping) or not await self._lease_fresh(saga, lease):
             return
         outcome = await self._attempt(saga, step, call, compensating)
         if compensating:
@@ -284,8 +301,27 @@ class Engine:
         else:
             saga.compensation_exhausted(step, str(error), now)
 
+    async def _lease_fresh(self, saga: Saga, lease: ports.Lease) -> bool:
+        """Before a call, the lease must be fresh by this process's own monotonic clock; False to re-decide.
+
+        Every save renews the lease in the database (fenced), and in a saga's normal course a call leaves
+        right after one. After a longer gap (a long wait, or a pause of this process: GC, SIGSTOP, CPU
+        starvation) the heartbeat may have lost the lease without this run having noticed yet, so the run
+        saves first: the fenced save renews the lease or raises LeaseLost, and no call leaves after the
+        lease is gone. The clock is the conservative local deadline: it starts when the save is sent,
+        before the database sets the new expiry.
+        """
+        saved_at = self._saved_at.get((saga.id, lease.fence))
+        if saved_at is not None and self._clock.monotonic() - saved_at < self._config.lease_ttl.total_seconds() / 2:
+            return True
+        metrics.LEASE_REFRESHES.inc()
+        await self._save(saga, lease)
+        return False  # the save also refreshed the cancel flag: decide again before calling
+
     async def _save(self, saga: Saga, lease: ports.Lease) -> None:
+        sent_at = self._clock.monotonic()
         saga.cancel_requested = await self._repo.save(saga, lease, self._config.lease_ttl)
+        self._saved_at[(saga.id, lease.fence)] = sent_at
         if saga.status.terminal:
             _record_terminal(saga, self._clock.now())
 

@@ -28,3 +28,6 @@ BREAKER_STATE: Final = Gauge(
     "saga_circuit_breaker_state", "Breaker per downstream service: 0 closed, 1 half-open, 2 open.", ["service"]
 )
 LAST_POLL: Final = Gauge("saga_last_poll_timestamp_seconds", "Unix time of the last successful poll.")
+LEASE_REFRESHES: Final = Counter(
+    "saga_lease_refreshes_total", "Saves made before a call because the run's last save was over half a lease ago."
+)

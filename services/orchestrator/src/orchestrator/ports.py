@@ -22,11 +22,16 @@ class Lease:
 
 @dataclass(frozen=True)
 class Claimed:
-    """A saga this instance just acquired, with its lease and the owner it was taken from."""
+    """A saga this instance just acquired, with its lease and the owner it was taken from.
+
+    `acquired_at` is this process's monotonic time when the statement that granted (or last renewed)
+    the lease was sent, where the caller knows it; the run counts its lease from there.
+    """
 
     saga: Saga
     lease: Lease
     previous_owner: str | None
+    acquired_at: float | None = None
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -88,12 +88,13 @@ class SagaService:
         saga.trace_context = trace_context
         if owner_id is not None:
             saga.start(now)
+        sent_at = self._clock.monotonic()
         created = await self._repo.create(saga, request.idempotency_key, fingerprint, owner_id, self._ttl)
         if not created.created:
             if created.request_hash != fingerprint:
                 raise errors.IdempotencyConflict("Idempotency-Key was already used with a different request body")
             return Started(created.saga_id, created=False, claimed=None)
-        claimed = ports.Claimed(saga, created.lease, None) if created.lease else None
+        claimed = ports.Claimed(saga, created.lease, None, sent_at) if created.lease else None
         return Started(saga.id, created=True, claimed=claimed)
 
     async def retry(self, saga_id: str, owner_id: str) -> ports.Claimed:
@@ -107,8 +108,9 @@ class SagaService:
         if claimed is None:
             raise await self._conflict_or_missing(saga_id, "is held by a live owner and cannot be retried now")
         claimed.saga.retry_failed(self._clock.now())
+        sent_at = self._clock.monotonic()
         await self._repo.save(claimed.saga, claimed.lease, self._ttl)
-        return claimed
+        return replace(claimed, acquired_at=sent_at)
 
     async def cancel(self, saga_id: str) -> str:
         """Ask a live saga to stop going forward and compensate; returns its status.

@@ -82,7 +82,9 @@ class Worker:
             return  # already running here under this (or a newer) lease
         # A newer lease (an admin retry racing the previous run's last moments) replaces the entry; the
         # old run has made its final save and only its done-callback is pending.
-        coro = self._engine.run(claimed.saga, claimed.lease, self._stopping, resumed=resumed)
+        coro = self._engine.run(
+            claimed.saga, claimed.lease, self._stopping, resumed=resumed, acquired_at=claimed.acquired_at
+        )
         task = asyncio.create_task(coro, name=f"saga:{saga_id}")
         self._runs[saga_id] = _Run(claimed.lease, task)
         metrics.LEASES_HELD.set(len(self._runs))

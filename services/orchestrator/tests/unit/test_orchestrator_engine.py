@@ -285,7 +285,8 @@ async def start_saga(
 
 
 async def run(engine: Engine, saga: Saga, lease: ports.Lease, stopping: asyncio.Event | None = None) -> None:
-    await engine.run(saga, lease, stopping or asyncio.Event())
+    """Run as the accepting instance does: its lease was granted by the create statement just now."""
+    await engine.run(saga, lease, stopping or asyncio.Event(), acquired_at=engine._clock.monotonic())
 
 
 def transient(code: str = "UNAVAILABLE") -> errors.TransientStepError:
@@ -873,6 +874,81 @@ async def test_lost_lease_stops_the_run_without_another_call_or_write(
     assert ("process_payment", "SUCCEEDED") not in repo.step_moves(saga.id)
     assert repo.rows[saga.id].owner == "orchestrator-2"
     assert repo.released == []
+
+
+class PausingRepository(FakeRepository):
+    """Counts saves and runs `after_save` after each one that committed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saves = 0
+        self.after_save: Callable[[Saga], None] | None = None
+
+    async def save(self, saga: Saga, lease: ports.Lease, ttl: timedelta) -> bool:
+        cancel = await super().save(saga, lease, ttl)
+        self.saves += 1
+        if self.after_save is not None:
+            self.after_save(saga)
+        return cancel
+
+
+@pytest.fixture
+def pausing(clock: FakeClock, participants: FakeParticipants, breakers: Breakers) -> tuple[PausingRepository, Engine]:
+    repository = PausingRepository()
+    return repository, Engine(repository, participants, clock, breakers, rand=lambda: 0.5)  # type: ignore[arg-type]
+
+
+async def test_an_owner_paused_past_its_lease_after_a_save_makes_no_further_call(
+    pausing: tuple[PausingRepository, Engine], participants: FakeParticipants, clock: FakeClock
+) -> None:
+    repository, engine = pausing
+    saga, lease = await start_saga(repository, clock)
+
+    def paused_after_create_order(saved: Saga) -> None:
+        if saved.steps[0].status is StepStatus.SUCCEEDED and repository.after_save is not None:
+            repository.after_save = None
+            clock.advance(TTL.total_seconds() + 5)  # SIGSTOP, a GC pause, starvation: the lease expired
+            repository.take_over(saga.id)  # and another instance claimed the saga meanwhile
+
+    repository.after_save = paused_after_create_order
+    await run(engine, saga, lease)
+
+    assert participants.methods() == ["CreateOrder"], "the payment call never left the paused owner"
+    assert repository.rows[saga.id].owner == "orchestrator-2"
+
+
+async def test_a_run_that_does_not_know_when_its_lease_was_granted_saves_before_its_first_call(
+    pausing: tuple[PausingRepository, Engine], participants: FakeParticipants, clock: FakeClock
+) -> None:
+    repository, engine = pausing
+    saga, lease = await start_saga(repository, clock)
+    clock.advance(TTL.total_seconds() + 1)
+    repository.take_over(saga.id)
+
+    await engine.run(saga, lease, asyncio.Event())  # no acquired_at: the lease's age is unknown
+
+    assert participants.calls == [], "the renewing save found the lease gone, so no call was made"
+    assert repository.saves == 0
+
+
+async def test_a_backoff_longer_than_half_the_lease_renews_before_the_retry(
+    pausing: tuple[PausingRepository, Engine], participants: FakeParticipants, clock: FakeClock
+) -> None:
+    repository, engine = pausing
+    saga, lease = await start_saga(repository, clock)
+    participants.will("payment", "ProcessPayment", transient())
+
+    def long_wait(saved: Saga) -> None:
+        if saved.steps[1].next_attempt_at is not None:
+            repository.after_save = None
+            clock.advance(TTL.total_seconds() * 0.75)  # the wait before the retry outlasts half the lease
+
+    repository.after_save = long_wait
+    await run(engine, saga, lease)
+
+    assert saga.status is SagaStatus.COMPLETED
+    assert participants.methods().count("ProcessPayment") == 2
+    assert repository.saves == 6, "4 outcomes + the retry scheduled + one renewing save before the retry"
 
 
 async def test_stopping_before_a_move_releases_the_lease_without_a_call(
