@@ -36,6 +36,7 @@ _SEED = {"order_service": order.seed, "payment_service": payment.seed, "inventor
 
 _LISTEN_PORTS = range(20000, 32768)  # below Linux's default ephemeral range (32768-60999)
 _ports = random.SystemRandom()  # independent of any seeded global generator
+_handed_out: set[int] = set()  # never hand out one port twice in a process
 
 
 def free_port() -> int:
@@ -47,11 +48,14 @@ def free_port() -> int:
     """
     for _ in range(100):
         port = _ports.choice(_LISTEN_PORTS)
+        if port in _handed_out:
+            continue  # free, but promised to a process not started yet
         with socket.socket() as probe:
             try:
                 probe.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _handed_out.add(port)
             return port
     raise OSError("no free port found in 20000-32767")
 

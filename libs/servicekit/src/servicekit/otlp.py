@@ -33,6 +33,7 @@ _PACK_DOUBLE = struct.Struct("<d").pack
 _KIND = {SpanKind.INTERNAL: 1, SpanKind.SERVER: 2, SpanKind.CLIENT: 3, SpanKind.PRODUCER: 4, SpanKind.CONSUMER: 5}
 _HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200  # SpanFlags: the parent's remoteness is known / is remote
 _CACHE_LIMIT = 4096  # attribute pairs remembered per process; cleared when full
+_RESOURCE_LIMIT = 16
 
 
 _SMALL = [bytes((i,)) for i in range(0x80)]
@@ -69,6 +70,8 @@ def _any_value(value: Any) -> bytes:
     if isinstance(value, str):
         return _field(1, value.encode())
     if isinstance(value, int):
+        if not -(2**63) <= value < 2**63:
+            raise TypeError(f"integer {value} does not fit an int64")
         return b"\x18" + _varint(value)
     if isinstance(value, float):
         return b"\x21" + _PACK_DOUBLE(value)
@@ -89,7 +92,7 @@ class Encoder:
     """Encodes batches of finished spans; one per exporter, used by its single export thread."""
 
     def __init__(self) -> None:
-        self._pairs: dict[tuple[str, Any], bytes] = {}
+        self._pairs: dict[tuple[str, str], bytes] = {}
         self._resources: dict[int, tuple[Resource, bytes]] = {}
         self._scopes: dict[InstrumentationScope | None, bytes] = {}
 
@@ -117,6 +120,8 @@ class Encoder:
         key = id(resource)
         cached = self._resources.get(key)
         if cached is None or cached[0] is not resource:
+            if len(self._resources) >= _RESOURCE_LIMIT:  # a process has one; spans built by hand may not
+                self._resources.clear()
             attributes = b"".join(_field(1, _key_value(k, v)) for k, v in resource.attributes.items())
             self._resources[key] = (resource, _field(1, attributes))
         return key
@@ -132,24 +137,24 @@ class Encoder:
         return cached
 
     def _span_attributes(self, attributes: Mapping[str, Any] | None) -> bytes:
-        """Span attributes (field 9), each key/value pair encoded once per process while it repeats."""
+        """Span attributes (field 9); a pair with a string value is encoded once per process while it repeats.
+
+        Only strings are cached: Python treats `True`, `1` and `1.0` as the same dict key, so caching other
+        types could send one as another.
+        """
         if not attributes:
             return b""
         out = []
         pairs = self._pairs
         for key, value in attributes.items():
-            try:
-                cached = pairs.get((key, value))
-                hashable = True
-            except TypeError:  # a dict value
-                cached, hashable = None, False
+            cached = pairs.get((key, value)) if type(value) is str else None
             if cached is None:
                 try:
                     cached = _field(9, _key_value(key, value))
                 except TypeError as error:
                     _log.warning("attribute %s not exported: %s", key, error)
                     continue
-                if hashable:
+                if type(value) is str:
                     if len(pairs) >= _CACHE_LIMIT:
                         pairs.clear()
                     pairs[(key, value)] = cached
@@ -218,9 +223,16 @@ class HttpSpanExporter(OTLPSpanExporter):
     def __init__(self) -> None:
         super().__init__()
         self._encoder = Encoder()
+        # The transport is the stock exporter's internal client (opentelemetry-exporter-otlp-proto-http
+        # 1.45, pinned in pyproject); should a release move it, the stock export path is used unchanged.
+        self._direct = hasattr(self, "_client") and hasattr(self._client, "export")
+        if not self._direct:
+            _log.warning("OTLP exporter internals changed: spans are encoded by the stock encoder")
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Encode and send one batch; a failure is logged by the transport and reported to the SDK."""
+        if not self._direct:
+            return super().export(spans)
         if self._shutdown:
             return SpanExportResult.FAILURE
         try:

@@ -120,3 +120,17 @@ def test_an_attribute_of_an_unknown_type_is_left_out_and_the_rest_is_sent() -> N
 
     (encoded,) = request.resource_spans[0].scope_spans[0].spans
     assert [(a.key, a.value.string_value) for a in encoded.attributes] == [("good", "yes")]
+
+
+def test_values_python_treats_as_equal_keep_their_own_types_across_spans() -> None:
+    encoder = Encoder()
+    context = SpanContext(1, 2, False, TraceFlags(1))
+    spans = [
+        ReadableSpan("s", context=context, resource=_RESOURCES[0], attributes={"v": value}, start_time=1, end_time=2)
+        for value in (True, 1, 1.0, "1")
+    ]
+
+    encoded = [_parsed(encoder.encode([span])) for span in spans]
+
+    values = [request.resource_spans[0].scope_spans[0].spans[0].attributes[0].value for request in encoded]
+    assert [v.WhichOneof("value") for v in values] == ["bool_value", "int_value", "double_value", "string_value"]

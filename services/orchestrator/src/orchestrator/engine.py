@@ -102,10 +102,10 @@ class Engine:
         `acquired_at` (monotonic) is when the statement granting the lease was sent, if the caller knows;
         otherwise the run saves, renewing the lease, before its first call.
         """
-        if acquired_at is not None:
-            self._saved_at[(saga.id, lease.fence)] = acquired_at
         token = otel_context.attach(_saga_context(saga, resumed))
         try:
+            if acquired_at is not None:
+                self._saved_at[(saga.id, lease.fence)] = acquired_at
             await self._drive(saga, lease, stopping, resumed)
         except errors.LeaseLost:
             metrics.LEASE_LOSSES.inc()
@@ -311,17 +311,34 @@ class Engine:
         lease is gone. The clock is the conservative local deadline: it starts when the save is sent,
         before the database sets the new expiry.
         """
-        saved_at = self._saved_at.get((saga.id, lease.fence))
-        if saved_at is not None and self._clock.monotonic() - saved_at < self._config.lease_ttl.total_seconds() / 2:
+        key, half = (saga.id, lease.fence), self._config.lease_ttl.total_seconds() / 2
+        saved_at = self._saved_at.get(key)
+        if saved_at is not None and self._clock.monotonic() - saved_at < half:
             return True
         metrics.LEASE_REFRESHES.inc()
         await self._save(saga, lease)
+        if self._clock.monotonic() - self._saved_at[key] >= half:
+            # The save itself took half a lease (an overloaded database): pause before trying again
+            # rather than answering slow saves with more saves.
+            await self._clock.sleep(self._config.max_wait)
         return False  # the save also refreshed the cancel flag: decide again before calling
+
+    def monotonic(self) -> float:
+        """The engine's monotonic clock, for callers that renew leases on its behalf."""
+        return self._clock.monotonic()
+
+    def renewed(self, leases: list[ports.Lease], sent_at: float) -> None:
+        """The heartbeat renewed these leases with a statement sent at `sent_at` (monotonic)."""
+        for lease in leases:
+            key = (lease.saga_id, lease.fence)
+            if key in self._saved_at:  # only runs still going here; a finished run has dropped its entry
+                self._saved_at[key] = max(self._saved_at[key], sent_at)
 
     async def _save(self, saga: Saga, lease: ports.Lease) -> None:
         sent_at = self._clock.monotonic()
         saga.cancel_requested = await self._repo.save(saga, lease, self._config.lease_ttl)
-        self._saved_at[(saga.id, lease.fence)] = sent_at
+        key = (saga.id, lease.fence)
+        self._saved_at[key] = max(sent_at, self._saved_at.get(key, sent_at))  # a heartbeat may have renewed since
         if saga.status.terminal:
             _record_terminal(saga, self._clock.now())
 

@@ -136,7 +136,10 @@ class Worker:
     async def _heartbeat(self) -> None:
         runs = dict(self._runs)
         leases = [run.lease for run in runs.values() if not run.task.done()]
+        sent_at = self._engine.monotonic()
         lost = await self._repo.renew(self.owner_id, leases, self._config.lease_ttl)
+        # A lease missing from `lost` was renewed, or its saga just finished (then its run is gone).
+        self._engine.renewed([lease for lease in leases if lease.saga_id not in lost], sent_at)
         for lease in leases:
             if lease.saga_id in lost and (run := runs.get(lease.saga_id)) is not None:
                 metrics.LEASE_LOSSES.inc()

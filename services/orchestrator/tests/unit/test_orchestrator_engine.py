@@ -1075,6 +1075,66 @@ async def test_start_creates_an_owned_saga_already_executing_its_first_step(
     assert repo.keys["client-key-1"] == (usecases.request_hash("order_saga", PAYLOAD), saga.id)
 
 
+async def test_a_started_saga_runs_its_first_call_on_the_lease_its_create_statement_granted(
+    pausing: tuple[PausingRepository, Engine], participants: FakeParticipants, clock: FakeClock
+) -> None:
+    repository, engine = pausing
+    service = usecases.SagaService(repository, definitions.registry(), clock)  # type: ignore[arg-type]
+    clock.advance(7.0)
+
+    started = await service.start(start_request(), OWNER, {})
+    assert started.claimed is not None
+    assert started.claimed.acquired_at == 7.0, "the lease is counted from when the create was sent"
+    await engine.run(
+        started.claimed.saga, started.claimed.lease, asyncio.Event(), acquired_at=started.claimed.acquired_at
+    )
+
+    assert participants.methods()[0] == "CreateOrder"
+    assert repository.saves == 4, "one save per outcome: no renewing save before the first call"
+
+
+async def test_an_admin_retry_counts_its_lease_from_the_save_that_persisted_the_retry(
+    pausing: tuple[PausingRepository, Engine], participants: FakeParticipants, clock: FakeClock
+) -> None:
+    repository, engine = pausing
+    service = usecases.SagaService(repository, definitions.registry(), clock)  # type: ignore[arg-type]
+    participants.will("inventory", "ReserveStock", decline())
+    participants.will("payment", "RefundPayment", permanent())
+    saga, lease = await start_saga(repository, clock)
+    await run(engine, saga, lease)
+    clock.advance(100.0)
+    retried_at = clock.monotonic()
+
+    claimed = await service.retry(saga.id, "orchestrator-2")
+    saves = repository.saves
+    await engine.run(claimed.saga, claimed.lease, asyncio.Event(), acquired_at=claimed.acquired_at)
+
+    assert claimed.acquired_at == retried_at, "the lease is counted from when the retry's save was sent"
+    assert saga.status is SagaStatus.COMPENSATED
+    assert repository.saves - saves == 2, "refund and cancel outcomes only: no renewing save first"
+
+
+async def test_a_heartbeat_renewal_during_a_long_wait_spares_the_renewing_save(
+    pausing: tuple[PausingRepository, Engine], participants: FakeParticipants, clock: FakeClock
+) -> None:
+    repository, engine = pausing
+    saga, lease = await start_saga(repository, clock)
+    participants.will("payment", "ProcessPayment", transient())
+
+    def long_wait_with_heartbeat(saved: Saga) -> None:
+        if saved.steps[1].next_attempt_at is not None:
+            repository.after_save = None
+            clock.advance(TTL.total_seconds() * 0.4)
+            engine.renewed([lease], engine.monotonic())  # the worker's heartbeat renewed the lease
+            clock.advance(TTL.total_seconds() * 0.35)
+
+    repository.after_save = long_wait_with_heartbeat
+    await run(engine, saga, lease)
+
+    assert saga.status is SagaStatus.COMPLETED
+    assert repository.saves == 5, "4 outcomes + the retry scheduled; the heartbeat kept the lease fresh"
+
+
 async def test_start_without_an_owner_leaves_the_saga_pending_for_a_poller(
     service: usecases.SagaService, repo: FakeRepository
 ) -> None:
