@@ -5,8 +5,9 @@ Bound to 127.0.0.1 only and off unless `debug.enabled` is set. Endpoints:
 - `GET /debug/profile?seconds=N&format=html|speedscope`: a CPU profile of the whole event loop thread
   for N seconds (1-60), taken while the process keeps serving; open the HTML in a browser or the
   speedscope JSON at https://www.speedscope.app.
-- `GET /debug/heap?top=N`: the N biggest allocation sites (tracemalloc starts on the first call, so
-  the first answer covers allocations since then) and live object counts by type.
+- `GET /debug/heap?top=N&seconds=S`: the N biggest allocation sites of the next S seconds (1-60,
+  default 10; tracemalloc runs only for that window, since it slows every allocation while on) and
+  live object counts by type.
 - `GET /debug/tasks`: every asyncio task with its stack.
 """
 
@@ -37,6 +38,7 @@ class DebugApp:
 
     def __init__(self) -> None:
         self._profiling = asyncio.Lock()
+        self._tracing = asyncio.Lock()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Send) -> None:
         """ASGI entry point."""
@@ -47,11 +49,21 @@ class DebugApp:
         if path == "/debug/profile":
             await self._profile(query, send)
         elif path == "/debug/heap":
-            await respond(send, 200, json.dumps(heap(_int(query.get("top"), 25, 1, 500))).encode(), "application/json")
+            await self._heap(query, send)
         elif path == "/debug/tasks":
             await respond(send, 200, tasks().encode(), "text/plain; charset=utf-8")
         else:
             await respond(send, 404, b'{"status":"not found"}', "application/json")
+
+    async def _heap(self, query: dict[str, str], send: Send) -> None:
+        if self._tracing.locked():
+            await respond(send, 409, b'{"error":"a heap window is already open"}', "application/json")
+            return
+        async with self._tracing:
+            body = await heap(
+                _int(query.get("top"), 25, 1, 500), _int(query.get("seconds"), 10, 1, _MAX_PROFILE_SECONDS)
+            )
+        await respond(send, 200, json.dumps(body).encode(), "application/json")
 
     async def _profile(self, query: dict[str, str], send: Send) -> None:
         seconds = _int(query.get("seconds"), 10, 1, _MAX_PROFILE_SECONDS)
@@ -88,16 +100,27 @@ async def profile(seconds: float, fmt: str = "html") -> str:
     return str(renderer.render(session))
 
 
-def heap(top: int) -> dict[str, Any]:
-    """Allocation sites by size (since tracing started) and live objects by type."""
-    started = tracemalloc.is_tracing()
-    if not started:
+async def heap(top: int, seconds: float) -> dict[str, Any]:
+    """Allocation sites by size over the next `seconds`, and live objects by type.
+
+    tracemalloc slows every allocation while it runs, so it runs only for the window and is stopped
+    after the snapshot, unless it was already on (`PYTHONTRACEMALLOC`), in which case it is left alone
+    and the snapshot covers everything since it started.
+    """
+    already = tracemalloc.is_tracing()
+    if not already:
         tracemalloc.start(10)
-    stats = tracemalloc.take_snapshot().statistics("lineno")[:top]
+    try:
+        await asyncio.sleep(seconds)
+        snapshot = tracemalloc.take_snapshot()
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        if not already:
+            tracemalloc.stop()
+    stats = snapshot.statistics("lineno")[:top]
     objects = Counter(type(o).__name__ for o in gc.get_objects()).most_common(top)
-    current, peak = tracemalloc.get_traced_memory()
     return {
-        "tracing_since_this_call": not started,
+        "traced_seconds": None if already else seconds,
         "traced_bytes": current,
         "traced_peak_bytes": peak,
         "top_allocations": [{"where": str(s.traceback[0]), "bytes": s.size, "blocks": s.count} for s in stats],

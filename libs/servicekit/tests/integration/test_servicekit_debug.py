@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import tracemalloc
 
 import httpx
 
@@ -41,7 +42,8 @@ async def test_a_profile_is_taken_while_the_process_keeps_serving() -> None:
             response = await profile
             html = await client.get(f"http://127.0.0.1:{port.port}/debug/profile", params={"seconds": 1})
             tasks = await client.get(f"http://127.0.0.1:{port.port}/debug/tasks")
-            heap = await client.get(f"http://127.0.0.1:{port.port}/debug/heap", params={"top": 5})
+            heap = await client.get(f"http://127.0.0.1:{port.port}/debug/heap", params={"top": 5, "seconds": 1})
+            tracing_after_heap = tracemalloc.is_tracing()
             bad = await client.get(f"http://127.0.0.1:{port.port}/debug/profile", params={"format": "pdf"})
     finally:
         stop.set()
@@ -55,7 +57,10 @@ async def test_a_profile_is_taken_while_the_process_keeps_serving() -> None:
     assert "busy_work" in frames or any("genexpr" in f for f in frames), "the event loop's work was sampled"
     assert html.headers["content-type"].startswith("text/html")
     assert "busy-work" in tasks.text
-    assert len(json.loads(heap.text)["top_allocations"]) <= 5
+    window = json.loads(heap.text)
+    assert 1 <= len(window["top_allocations"]) <= 5, "the window saw the busy work allocate"
+    assert window["traced_seconds"] == 1
+    assert not tracing_after_heap, "tracemalloc runs only during the window: it slows every allocation"
     assert bad.status_code == 400
 
 
