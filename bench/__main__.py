@@ -261,7 +261,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             "check": "OK" if report.ok else report.violations}  # fmt: skip
 
 
-def main() -> None:
+def arguments() -> argparse.ArgumentParser:
+    """The benchmark's options (also the defaults other benchmark tools start from)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sagas", type=int, default=int(os.environ.get("BENCH_SAGAS", "1000")))
     parser.add_argument("--concurrency", type=int, default=int(os.environ.get("BENCH_CONCURRENCY", "16")))
@@ -278,7 +279,11 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--no-ceiling", action="store_true", help="skip the pgbench commit-ceiling measurement")
     parser.add_argument("--sample-ratio", type=float, default=1.0, help="share of sagas traced (head sampling)")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = arguments().parse_args()
     result = uvloop.run(bench(args))
     server_url, _ = pg.server_url()
     result["commit_ceiling_tps"] = None if args.no_ceiling else commit_ceiling(server_url)

@@ -18,13 +18,13 @@ from typing import Any
 
 import uvloop
 
-from bench.__main__ import RESULTS, bench
+from bench.__main__ import RESULTS, arguments, bench
 
 
 def run(tracing: bool, args: argparse.Namespace) -> dict[str, Any]:
-    options = argparse.Namespace(
-        sagas=args.sagas, concurrency=args.concurrency, serial=args.serial, decline=0.10, fault=None,
-        no_tracing=not tracing, no_export=False, sample_ratio=args.sample_ratio,
+    options = arguments().parse_args(
+        ["--sagas", str(args.sagas), "--concurrency", str(args.concurrency), "--serial", str(args.serial),
+         "--sample-ratio", str(args.sample_ratio), *([] if tracing else ["--no-tracing"])]
     )  # fmt: skip
     result = uvloop.run(bench(options))
     if result["check"] != "OK":

@@ -16,12 +16,14 @@ from servicekit import metrics, settings, telemetry
 _SERVER_SETTINGS = {"idle_in_transaction_session_timeout": "30000", "application_name": "sagaline"}
 
 
+_OPERATIONS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "BEGIN", "COMMIT", "ROLLBACK"})
+
+
 def _observe(query: Any) -> None:
-    operation = query.query.lstrip().split(None, 1)[0].lower() if query.query.strip() else "unknown"
-    if operation not in {"select", "insert", "update", "delete", "with", "begin", "commit", "rollback"}:
-        operation = "other"
-    metrics.DB_QUERY_DURATION.labels(operation).observe(query.elapsed)
-    telemetry.sql_span(query.query, query.elapsed, query.exception is not None)
+    # The statement's first word, once for the metric and the span; asyncpg sends `BEGIN;` and `COMMIT;`.
+    verb = query.query.lstrip().split(None, 1)[0].rstrip(";").upper() if query.query.strip() else "SQL"
+    metrics.DB_QUERY_DURATION.labels(verb.lower() if verb in _OPERATIONS else "other").observe(query.elapsed)
+    telemetry.sql_span(query.query, verb, query.elapsed, query.exception is not None)
 
 
 async def _on_acquire(connection: asyncpg.Connection) -> None:

@@ -77,20 +77,22 @@ def _exporter() -> SpanExporter:
     return HttpSpanExporter()
 
 
-def sql_span(query: str, elapsed: float, failed: bool) -> None:
-    """Record a finished SQL statement as a child of the current span (called by the query logger).
+def sql_span(query: str, operation: str, elapsed: float, failed: bool) -> None:
+    """Record a finished SQL statement (`operation`: its first word, upper case) as a child of the current span.
+
+    Called by the query logger.
 
     The statement has already run, so its span is built finished and handed straight to the exporting
     processor, skipping the tracer (sampler, attribute validation, lock, context): the parent is a
     recording span of a sampled trace, so the sampler's answer is known, and the attributes are fixed
-    strings. This costs about a fifth of `Tracer.start_span` + `end`, on a path taken by every statement.
+    strings. This costs about a third of `Tracer.start_span` + `end` (13 vs about 40 µs measured here), on
+    a path taken by every statement.
     """
     if not _sql_spans or _export is None:
         return
     current = trace.get_current_span()
     if not current.is_recording():
         return
-    operation = query.lstrip().split(None, 1)[0].rstrip(";").upper() if query.strip() else "SQL"
     if operation in _TRANSACTION_CONTROL:
         return  # BEGIN/COMMIT say nothing the surrounding span does not; skipping halves the span count
     parent = current.get_span_context()

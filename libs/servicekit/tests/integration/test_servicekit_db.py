@@ -64,7 +64,7 @@ async def test_statements_are_timed_by_kind(make_database: MakeDatabase) -> None
 
 
 async def _run_statements_of_every_kind(pool: asyncpg.Pool) -> None:
-    before = {op: _count(op) for op in ("select", "insert", "update", "with", "other")}
+    before = {op: _count(op) for op in ("select", "insert", "update", "with", "other", "begin", "commit")}
 
     await pool.execute("CREATE TABLE things (id integer)")
     await pool.execute("INSERT INTO things VALUES (1), (2)")
@@ -74,6 +74,8 @@ async def _run_statements_of_every_kind(pool: asyncpg.Pool) -> None:
             await connection.fetchval("SELECT count(*) FROM things")
     await pool.execute("  update things SET id = id + 1")
     await pool.fetch("WITH t AS (SELECT 1) SELECT * FROM t")
+    async with pool.acquire() as connection, connection.transaction():  # asyncpg sends `BEGIN;` and `COMMIT;`
+        await connection.execute("SELECT 1")
 
     after = {op: _count(op) for op in before}
     assert after["insert"] - before["insert"] == 1
@@ -81,6 +83,8 @@ async def _run_statements_of_every_kind(pool: asyncpg.Pool) -> None:
     assert after["with"] - before["with"] == 1
     assert after["select"] - before["select"] >= 3
     assert after["other"] - before["other"] >= 1
+    assert after["begin"] - before["begin"] == 1, "a trailing semicolon does not hide the statement's kind"
+    assert after["commit"] - before["commit"] == 1
 
 
 async def test_statement_durations_are_real_elapsed_time(pool: asyncpg.Pool) -> None:

@@ -931,8 +931,17 @@ async def test_a_run_that_does_not_know_when_its_lease_was_granted_saves_before_
     assert repository.saves == 0
 
 
-async def test_a_backoff_longer_than_half_the_lease_renews_before_the_retry(
-    pausing: tuple[PausingRepository, Engine], participants: FakeParticipants, clock: FakeClock
+@pytest.mark.parametrize(
+    ("heartbeat", "saves"),
+    [(False, 6), (True, 5)],
+    ids=["no renewal in the wait: one renewing save", "a heartbeat renewal in the wait: none"],
+)
+async def test_a_wait_longer_than_half_the_lease_renews_before_the_retry_unless_a_heartbeat_did(
+    pausing: tuple[PausingRepository, Engine],
+    participants: FakeParticipants,
+    clock: FakeClock,
+    heartbeat: bool,
+    saves: int,
 ) -> None:
     repository, engine = pausing
     saga, lease = await start_saga(repository, clock)
@@ -941,14 +950,17 @@ async def test_a_backoff_longer_than_half_the_lease_renews_before_the_retry(
     def long_wait(saved: Saga) -> None:
         if saved.steps[1].next_attempt_at is not None:
             repository.after_save = None
-            clock.advance(TTL.total_seconds() * 0.75)  # the wait before the retry outlasts half the lease
+            clock.advance(TTL.total_seconds() * 0.4)
+            if heartbeat:
+                engine.renewed([lease], engine.monotonic())  # the worker's heartbeat renewed the lease
+            clock.advance(TTL.total_seconds() * 0.35)  # the wait before the retry outlasts half the lease
 
     repository.after_save = long_wait
     await run(engine, saga, lease)
 
     assert saga.status is SagaStatus.COMPLETED
     assert participants.methods().count("ProcessPayment") == 2
-    assert repository.saves == 6, "4 outcomes + the retry scheduled + one renewing save before the retry"
+    assert repository.saves == saves, "4 outcomes + the retry scheduled (+ a renewing save if the lease went stale)"
 
 
 async def test_stopping_before_a_move_releases_the_lease_without_a_call(
@@ -1112,27 +1124,6 @@ async def test_an_admin_retry_counts_its_lease_from_the_save_that_persisted_the_
     assert claimed.acquired_at == retried_at, "the lease is counted from when the retry's save was sent"
     assert saga.status is SagaStatus.COMPENSATED
     assert repository.saves - saves == 2, "refund and cancel outcomes only: no renewing save first"
-
-
-async def test_a_heartbeat_renewal_during_a_long_wait_spares_the_renewing_save(
-    pausing: tuple[PausingRepository, Engine], participants: FakeParticipants, clock: FakeClock
-) -> None:
-    repository, engine = pausing
-    saga, lease = await start_saga(repository, clock)
-    participants.will("payment", "ProcessPayment", transient())
-
-    def long_wait_with_heartbeat(saved: Saga) -> None:
-        if saved.steps[1].next_attempt_at is not None:
-            repository.after_save = None
-            clock.advance(TTL.total_seconds() * 0.4)
-            engine.renewed([lease], engine.monotonic())  # the worker's heartbeat renewed the lease
-            clock.advance(TTL.total_seconds() * 0.35)
-
-    repository.after_save = long_wait_with_heartbeat
-    await run(engine, saga, lease)
-
-    assert saga.status is SagaStatus.COMPLETED
-    assert repository.saves == 5, "4 outcomes + the retry scheduled; the heartbeat kept the lease fresh"
 
 
 async def test_start_without_an_owner_leaves_the_saga_pending_for_a_poller(

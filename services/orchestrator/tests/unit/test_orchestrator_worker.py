@@ -1,0 +1,100 @@
+"""The worker hands the engine what it needs for the local lease deadline: when a lease was granted, and renewed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from orchestrator import definitions, ports
+from orchestrator.domain.model import Saga
+from orchestrator.worker import Worker, WorkerConfig
+
+PAYLOAD = {
+    "customer_id": "11111111-1111-4111-8111-111111111111",
+    "currency": "USD",
+    "items": [{"sku": "SKU-1", "quantity": 1, "unit_price": "1.00"}],
+}
+
+
+class RecordingEngine:
+    """Runs nothing; remembers how each run was started and every renewal reported."""
+
+    def __init__(self) -> None:
+        self.runs: list[dict[str, Any]] = []
+        self.renewals: list[tuple[list[str], float]] = []
+        self.release = asyncio.Event()
+
+    async def run(self, saga: Saga, lease: ports.Lease, stopping: asyncio.Event, **options: Any) -> None:
+        self.runs.append({"saga": saga.id, **options})
+        await self.release.wait()
+
+    def monotonic(self) -> float:
+        return 42.0
+
+    def renewed(self, leases: list[ports.Lease], sent_at: float) -> None:
+        self.renewals.append(([lease.saga_id for lease in leases], sent_at))
+
+
+class RenewingRepository:
+    """Renews every lease except those of `lost`; claims nothing."""
+
+    def __init__(self, lost: set[str]) -> None:
+        self.lost = lost
+
+    async def claim(self, owner_id: str, ttl: timedelta, limit: int, exclude: Sequence[str]) -> list[ports.Claimed]:
+        return []
+
+    async def renew(self, owner_id: str, leases: Sequence[ports.Lease], ttl: timedelta) -> set[str]:
+        return {lease.saga_id for lease in leases} & self.lost
+
+    async def stats(self) -> tuple[float, int]:
+        return 0.0, 0
+
+    async def purge_expired_keys(self) -> int:
+        return 0
+
+
+def claimed(number: int, acquired_at: float | None) -> ports.Claimed:
+    definition = definitions.order_saga()
+    saga_id = f"00000000-0000-4000-8000-00000000000{number}"
+    saga = Saga.new(saga_id, definition, definition.validate(PAYLOAD), datetime.now(UTC))
+    return ports.Claimed(saga, ports.Lease(saga_id, "me", 1), None, acquired_at)
+
+
+async def test_adopt_starts_the_run_from_when_the_lease_was_granted() -> None:
+    engine = RecordingEngine()
+    worker = Worker("me", RenewingRepository(set()), engine, WorkerConfig())  # type: ignore[arg-type]
+
+    worker.adopt(claimed(1, acquired_at=7.5))
+    worker.adopt(claimed(2, acquired_at=None), resumed=True)
+    await asyncio.sleep(0)
+
+    assert engine.runs == [
+        {"saga": "00000000-0000-4000-8000-000000000001", "resumed": False, "acquired_at": 7.5},
+        {"saga": "00000000-0000-4000-8000-000000000002", "resumed": True, "acquired_at": None},
+    ]
+    engine.release.set()
+    await asyncio.sleep(0.01)  # let both runs finish
+
+
+async def test_the_heartbeat_reports_the_renewed_leases_with_the_time_it_sent_the_renewal() -> None:
+    engine = RecordingEngine()
+    lost = "00000000-0000-4000-8000-000000000002"
+    config = WorkerConfig(lease_ttl=timedelta(seconds=0.03), poll_interval=timedelta(seconds=10))
+    worker = Worker("me", RenewingRepository({lost}), engine, config)  # type: ignore[arg-type]
+    worker.adopt(claimed(1, acquired_at=0.0))
+    worker.adopt(claimed(2, acquired_at=0.0))
+    await worker.start()
+    try:
+        async with asyncio.timeout(5):
+            while not engine.renewals:
+                await asyncio.sleep(0.01)
+    finally:
+        engine.release.set()
+        await worker.stop(grace=1)
+
+    renewed, sent_at = engine.renewals[0]
+    assert renewed == ["00000000-0000-4000-8000-000000000001"], "a lost lease is not reported as renewed"
+    assert sent_at == 42.0
