@@ -7,11 +7,49 @@ inside a transaction for long, so a stuck client cannot hold the xmin horizon an
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
 
 from servicekit import metrics, settings, telemetry
+
+# SQLSTATE classes and codes that say "not now" rather than "never": the same statement may succeed
+# when retried (on a fresh connection where the old one is gone). Everything else is a bug or bad data.
+_TRANSIENT_CLASSES: Final = frozenset(
+    {
+        "08",  # connection exception
+        "40",  # transaction rollback: serialization failure, deadlock
+        "53",  # insufficient resources: too many connections, out of memory, disk full
+        "57",  # operator intervention: statement cancelled or timed out, admin or crash shutdown, cannot connect now
+        "58",  # system error (I/O) in the server
+    }
+)
+_TRANSIENT_CODES: Final = frozenset(
+    {
+        "25006",  # read-only transaction: a primary that just became a standby during failover
+        "25P03",  # idle-in-transaction timeout closed the session
+        "55P03",  # lock not available (lock_timeout)
+        "55006",  # object in use
+        "55000",  # raised at connect while the database refuses connections (datallowconn off, being dropped)
+    }
+)
+# Raised by the driver itself when the connection is gone or never came: no statement ran, or its
+# outcome is unknown.
+_TRANSIENT_CLIENT: Final = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+
+
+def transient(exc: BaseException) -> bool:
+    """True when `exc` from a database call is worth retrying: the database is unreachable or said "not now".
+
+    This is the one classification of database errors; a service maps it to its own vocabulary once
+    (the orchestrator to `StoreUnavailable`, a participant to the gRPC status `UNAVAILABLE`). A commit
+    interrupted by one of these has an unknown outcome, so a retry must be idempotent (fenced or keyed).
+    """
+    if isinstance(exc, asyncpg.PostgresError):
+        state = str(getattr(exc, "sqlstate", "") or "")
+        return state[:2] in _TRANSIENT_CLASSES or state in _TRANSIENT_CODES
+    return isinstance(exc, _TRANSIENT_CLIENT)
+
 
 _SERVER_SETTINGS = {"idle_in_transaction_session_timeout": "30000", "application_name": "sagaline"}
 

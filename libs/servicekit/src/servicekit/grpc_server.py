@@ -3,7 +3,18 @@
 The interceptor opens a server span per call (continuing the caller's `traceparent`), times every unary
 call into `grpc_request_duration_seconds` (cancelled and timed-out ones included), logs calls that end
 in an error, and turns an unhandled exception into `INTERNAL` with its stack in the log (never a dead
-process). Services translate their own domain errors into status codes in their gRPC adapter; anything
+process).
+
+A handler that fails on a transient database error (`db.transient`: unreachable, cancelled, terminated,
+deadlocked, too many connections) is run again with jittered backoff within the caller's deadline, then
+answered `UNAVAILABLE` if the deadline runs out first: a database blip costs the call its duration, not
+the saga its retries. Running a handler again is safe because every mutating RPC of a Sagaline service
+is keyed (SPEC section 7): a repeat after an unknown commit finds the stored answer.
+
+With `SAGALINE_CALL_JOURNAL` set to a directory, every call received is appended as one JSON line
+(service, method, saga, the caller's owner id and fence from the metadata, receive time) to a file per
+process: fault tests count the calls that reached a participant from an owner that had lost its lease.
+Off (and free) otherwise. Services translate their own domain errors into status codes in their gRPC adapter; anything
 that reaches this interceptor unhandled is a bug. `stop` flips the health status to NOT_SERVING before
 it stops accepting calls, then lets in-flight calls finish within the grace period.
 """
@@ -11,6 +22,9 @@ it stops accepting calls, then lets in-flight calls finish within the grace peri
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -21,7 +35,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import trace
 
-from servicekit import logging, metrics, telemetry
+from servicekit import db, logging, metrics, telemetry
 
 log = logging.get_logger(__name__)
 _tracer = trace.get_tracer("sagaline.servicekit.grpc")
@@ -46,8 +60,58 @@ class _ObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         )
 
 
+_RETRY_FIRST, _RETRY_MAX, _RETRY_BUDGET = 0.05, 1.0, 10.0
+
+
+async def _retrying(behavior: Behavior, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    """Run the handler, again after a transient database error, while the caller's deadline allows."""
+    delay, started = _RETRY_FIRST, time.monotonic()
+    while True:
+        try:
+            return await behavior(request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            if not db.transient(exc):
+                raise
+            remaining = context.time_remaining()
+            budget = _RETRY_BUDGET - (time.monotonic() - started) if remaining is None else remaining
+            if budget < 2 * delay:
+                log.warning("database unavailable for the whole call", error=repr(exc))
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {type(exc).__name__}")
+            log.debug("transient database error, running the handler again", error=repr(exc))
+            await asyncio.sleep(delay * (0.5 + random.random() / 2))  # noqa: S311 - jitter, not security
+            delay = min(delay * 2, _RETRY_MAX)
+
+
+class _Journal:
+    """One JSON line per call received, for fault tests (see the module docstring)."""
+
+    def __init__(self, directory: str) -> None:
+        os.makedirs(directory, exist_ok=True)
+        self._path = os.path.join(directory, f"calls-{os.getpid()}.jsonl")
+
+    def record(self, service: str, method: str, request: Any, metadata: Any) -> None:
+        caller = {k: v for k, v in (metadata or ()) if k in ("sagaline-owner", "sagaline-fence")}
+        line = {
+            "service": service,
+            "method": method,
+            "saga_id": str(getattr(request, "saga_id", "")),
+            "owner": caller.get("sagaline-owner", ""),
+            "fence": int(caller.get("sagaline-fence", "0") or 0),
+            "at": time.time(),
+        }
+        with open(self._path, "a", encoding="utf-8") as out:
+            out.write(json.dumps(line) + "\n")
+
+
+_journal: _Journal | None = None
+
+
 def _observed(behavior: Behavior, service: str, method: str) -> Behavior:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if _journal is not None:
+            _journal.record(service, method, request, context.invocation_metadata())
         with _tracer.start_as_current_span(
             f"{service}/{method}",
             context=telemetry.extract(context.invocation_metadata()),
@@ -67,7 +131,7 @@ def _observed(behavior: Behavior, service: str, method: str) -> Behavior:
     async def timed(request: Any, context: grpc.aio.ServicerContext) -> Any:
         started = time.perf_counter()
         try:
-            response = await behavior(request, context)
+            response = await _retrying(behavior, request, context)
         except asyncio.CancelledError:
             # The client gave up or the server is stopping: these calls, often the slowest, are timed too.
             _record(service, method, _cancelled_code(context), started)
@@ -105,6 +169,9 @@ class GrpcServer:
 
     def __init__(self, host: str = "0.0.0.0", port: int = 0, interceptors: Iterable[Any] = ()) -> None:  # noqa: S104
         """Create the server; `port=0` picks a free port, readable from `port` after `start`."""
+        global _journal
+        if (directory := os.environ.get("SAGALINE_CALL_JOURNAL")) and _journal is None:
+            _journal = _Journal(directory)
         self._server = grpc.aio.server(interceptors=[_ObservingInterceptor(), *interceptors])
         self._health = health_aio.HealthServicer()
         self._services: list[str] = []

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 
 from inventory_service import domain, ports
-from servicekit import logging
+from servicekit import failpoints, logging
 
 log = logging.get_logger(__name__)
 
@@ -36,6 +36,9 @@ class Inventory:
             domain.Tombstoned: the key was compensated before this call.
             domain.Conflict: the key was already used for a different reservation.
         """
+        if failpoints.armed():  # a poison SKU for the fault battery: the service dies on it, every time
+            for sku in request.skus:
+                await failpoints.hit(f"inventory.reserve:{sku}")
         async with self._store.action(request.idempotency_key) as session:
             existing = await session.find_reservation(request.idempotency_key)
             if existing is not None:

@@ -1,21 +1,33 @@
 """The REST API (SPEC section 3): FastAPI routes behind plain ASGI middleware.
 
 Errors are `application/problem+json` (RFC 9457) with a stable `type` URI per error. Bad input gets a
-4xx and persists nothing; a 5xx is a bug, except 503 with Retry-After while the database is down. The
+4xx and persists nothing; a 5xx is a bug, except 503 with Retry-After while the database is unreachable
+or answers with a transient error. The
 middleware answers probes and `/metrics` before FastAPI sees them, enforces the body size limit, and
 times requests by route template, all without per-message overhead.
+
+Hostile input stops here, before the use cases and the database see it: a path or query that is not
+UTF-8 or holds a control character (PostgreSQL cannot store NUL in text) is a 400; the body of
+`POST /v1/sagas` is parsed by this module, not by FastAPI, so that only I-JSON (RFC 7493: UTF-8, unique
+member names, numbers a double holds exactly) in `application/json` gets through, with no control
+characters or unpaired surrogates in any string and bounded nesting. The saga definition then refuses,
+with 422, every payload a participant would refuse.
 """
 
+import base64
 import hashlib
 import hmac
+import json
+import math
+import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final
+from urllib.parse import unquote_to_bytes
 
-import asyncpg
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -23,8 +35,9 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from opentelemetry import propagate, trace
 from prometheus_client import Histogram
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from swagger_ui_bundle import swagger_ui_path
 
 from orchestrator import engine, ports, usecases
@@ -40,6 +53,19 @@ tracer = trace.get_tracer("sagaline.orchestrator.api")
 PROBLEM: Final = "application/problem+json"
 _TYPE_BASE: Final = "https://sagaline.dev/problems/"
 _KEY_CHARS: Final = frozenset(chr(c) for c in range(0x20, 0x7F))
+# Text no input may carry: C0 controls and DEL (PostgreSQL cannot store NUL; the others only hide
+# things, such as a newline a `$` anchor lets through) and unpaired surrogates, which a JSON `\ud800`
+# escape decodes to and which no UTF-8 encoder (asyncpg's included) accepts.
+_BAD_TEXT: Final = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+# A saga body is four levels deep; anything past this is an attack, not an order.
+_MAX_DEPTH: Final = 32
+# I-JSON (RFC 7493): integers beyond this are not exact in the double most JSON parsers use.
+_MAX_SAFE_INTEGER: Final = 2**53 - 1
+# The most problems one answer lists: a body of 10,000 bad strings gets 20 lines, not 10,000.
+_MAX_PROBLEMS: Final = 20
+# Metric labels and span names take the method from this closed set: any token is a valid HTTP
+# method, and a label per invented method would grow /metrics without bound.
+_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 HTTP_DURATION: Final = Histogram(
     "http_request_duration_seconds", "REST request duration by route template.", ["method", "route", "status"]
@@ -47,7 +73,9 @@ HTTP_DURATION: Final = Histogram(
 
 
 class StartSagaBody(BaseModel):
-    """Body of `POST /v1/sagas`."""
+    """Body of `POST /v1/sagas`; an unknown member is refused rather than silently dropped (a typo'd deadline)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     saga_type: str = Field(min_length=1, max_length=100, examples=["order_saga"])
     deadline: str | None = Field(
@@ -62,27 +90,54 @@ class StartSagaBody(BaseModel):
 
 
 class Problem(Exception):
-    """An HTTP error rendered as problem+json."""
+    """An HTTP error rendered as problem+json; `headers` go on the response (WWW-Authenticate, Allow)."""
 
-    def __init__(self, status: int, kind: str, title: str, detail: str = "", **extra: Any) -> None:
+    def __init__(
+        self, status: int, kind: str, title: str, detail: str = "", *, headers: Mapping[str, str] | None = None,
+        **extra: Any,
+    ) -> None:  # fmt: skip
         super().__init__(detail or title)
         self.status, self.kind, self.title, self.detail, self.extra = status, kind, title, detail, extra
+        self.headers = dict(headers or {})
 
 
 def problem_response(problem: Problem, instance: str) -> JSONResponse:
     """Render a Problem as an RFC 9457 document."""
     body = {"type": _TYPE_BASE + problem.kind, "title": problem.title, "status": problem.status,
             "detail": problem.detail or problem.title, "instance": instance, **problem.extra}  # fmt: skip
-    headers = {"Retry-After": "1"} if problem.status == 503 else None
-    return JSONResponse(body, status_code=problem.status, media_type=PROBLEM, headers=headers)
+    headers = {"Retry-After": "1"} if problem.status == 503 else {}
+    return JSONResponse(body, status_code=problem.status, media_type=PROBLEM, headers=headers | problem.headers)
+
+
+class ProblemDocument(BaseModel):
+    """The RFC 9457 document every error answers with (for the OpenAPI document)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
+    errors: list[str] | None = Field(default=None, description="One line per problem: `field.path: reason`.")
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling, and in which role."""
+    """Who is calling, and in which role; `authenticated` is False only for the anonymous caller of auth off."""
 
     name: str
     role: str
+    authenticated: bool = True
+
+    def scope(self, idempotency_key: str) -> str:
+        """The key as stored: `<principal name>:<key>`, so two callers' keys never name the same saga.
+
+        With auth off there is one anonymous caller and keys stay as sent (the namespace sagas started
+        before scoping were stored in). A `%` or `:` in the configured name is escaped, so no name and
+        key can be spelled as another name and key.
+        """
+        if not self.authenticated:
+            return idempotency_key
+        return f"{self.name.replace('%', '%25').replace(':', '%3A')}:{idempotency_key}"
 
 
 class Authenticator:
@@ -95,25 +150,29 @@ class Authenticator:
     def __call__(self, authorization: str | None) -> Principal:
         """Identify the caller from an `Authorization: Bearer <key>` header."""
         if self._keys is None:
-            return Principal("anonymous", "admin")
+            return Principal("anonymous", "admin", authenticated=False)
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token:
-            raise Problem(401, "unauthenticated", "Unauthenticated", "send Authorization: Bearer <api key>")
+            # RFC 9110 section 11.6.1 and RFC 6750 section 3: a 401 names the scheme it wants.
+            raise Problem(401, "unauthenticated", "Unauthenticated", "send Authorization: Bearer <api key>",
+                          headers={"WWW-Authenticate": 'Bearer realm="sagaline"'})  # fmt: skip
         digest = hashlib.sha256(token.strip().encode()).digest()
         match = None
         for name, role, expected in self._keys:  # every key is compared, so timing reveals nothing
             if hmac.compare_digest(digest, expected):
                 match = Principal(name, role)
         if match is None:
-            raise Problem(401, "unauthenticated", "Unauthenticated", "unknown API key")
+            raise Problem(401, "unauthenticated", "Unauthenticated", "unknown API key",
+                          headers={"WWW-Authenticate": 'Bearer realm="sagaline", error="invalid_token"'})  # fmt: skip
         return match
 
 
 class Middleware:
-    """Probes, metrics, authentication, body limit and request timing, as plain ASGI.
+    """Probes, metrics, authentication, the path and query check, body limit and request timing, as plain ASGI.
 
     Authentication happens here, before any body is read, so an unauthenticated caller learns nothing
-    about its input; the routes read the caller from the request state.
+    about its input; the routes read the caller from the request state. A path or query with a control
+    character or bytes that are not UTF-8 is refused here too, once for every route.
     """
 
     def __init__(self, app: Any, readiness: health.Readiness, max_body: int, authenticate: Authenticator) -> None:
@@ -136,6 +195,11 @@ class Middleware:
                 await problem_response(problem, scope["path"])(scope, receive, send)
                 return
             scope.setdefault("state", {})["principal"] = principal
+        if not _clean_target(scope):
+            bad = Problem(400, "invalid-characters", "Invalid characters",
+                          "the path and query must be UTF-8 without control characters")  # fmt: skip
+            await problem_response(bad, _printable(scope["path"]))(scope, receive, send)
+            return
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self._max_body):
             too_big = Problem(413, "payload-too-large", "Payload too large", f"the limit is {self._max_body} bytes")
@@ -149,19 +213,22 @@ class Middleware:
                 status = message["status"]
             await send(message)
 
-        # One server span per request (not per ASGI message); a caller's traceparent is honoured.
+        # One server span per request (not per ASGI message); a caller's traceparent is honoured. Span
+        # name and labels use the route template and a known method, never what the caller invented.
+        method = scope["method"] if scope["method"] in _METHODS else "other"
         carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         with tracer.start_as_current_span(
-            f"{scope['method']} {scope['path']}", context=propagate.extract(carrier), kind=trace.SpanKind.SERVER
+            f"{method} unmatched", context=propagate.extract(carrier), kind=trace.SpanKind.SERVER
         ) as span:
             try:
                 await self._app(scope, self._limited(receive), observed_send)
             finally:
                 route = getattr(scope.get("route"), "path", "unmatched")
-                span.update_name(f"{scope['method']} {route}")
+                span.update_name(f"{method} {route}")
+                span.set_attribute("http.request.method", method)
                 span.set_attribute("http.route", route)
                 span.set_attribute("http.response.status_code", status)
-                HTTP_DURATION.labels(scope["method"], route, str(status)).observe(time.perf_counter() - started)
+                HTTP_DURATION.labels(method, route, str(status)).observe(time.perf_counter() - started)
 
     def _limited(self, receive: Any) -> Callable[[], Awaitable[dict[str, Any]]]:
         seen = 0
@@ -176,6 +243,27 @@ class Middleware:
             return message
 
         return wrapped
+
+
+def _clean_target(scope: Mapping[str, Any]) -> bool:
+    """True when the percent-decoded path and query are UTF-8 without control characters.
+
+    The raw bytes are checked, not the server's decoded `path`, which replaces bad UTF-8 silently.
+    """
+    raw_path = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogatepass")
+    for part in (raw_path, scope.get("query_string") or b""):
+        try:
+            text = unquote_to_bytes(part).decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        if _BAD_TEXT.search(text):
+            return False
+    return True
+
+
+def _printable(text: str) -> str:
+    """Text with its control characters and unpaired surrogates spelled as backslash-u escapes, for messages."""
+    return _BAD_TEXT.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
 
 
 def _idempotency_key(value: str | None) -> str:
@@ -197,6 +285,167 @@ def _deadline(value: str | None) -> timedelta | None:
     if not timedelta(milliseconds=1) <= deadline <= timedelta(hours=24):
         raise Problem(422, "invalid-deadline", "Invalid deadline", "the deadline must be from 1ms to 24h")
     return deadline
+
+
+def _cursor(value: str | None) -> str | None:
+    """The list cursor, passed on unchanged once it is known to be one the repository can use.
+
+    The repository's `decode_cursor` parses `base64(<isoformat>|<uuid>)` but takes any timestamp
+    `fromisoformat` does: a naive one, or one whose conversion to UTC leaves Python's range (year 1 at
+    +14:00, year 9999 at -14:00), fails only when the driver encodes it, as a 500. A cursor this API
+    issued is always timezone-aware and in range, so anything else is forged: 400.
+    """
+    if value is None:
+        return None
+    try:
+        at, _, saga_id = base64.urlsafe_b64decode(value.encode("ascii")).decode("utf-8").partition("|")
+        uuid.UUID(saga_id)
+        parsed = datetime.fromisoformat(at)
+        if parsed.utcoffset() is None:
+            raise ValueError("a cursor's timestamp has a time zone")
+        parsed.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:  # binascii.Error and UnicodeError are ValueErrors
+        raise Problem(400, "malformed-cursor", "Malformed cursor", "the cursor is not one this API issued") from exc
+    return value
+
+
+class _NotIJson(ValueError):
+    """Valid JSON text that is not I-JSON (RFC 7493): ambiguous or inexact wherever it is read."""
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object hook that refuses a repeated member name: parsers disagree on which one wins."""
+    members: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in members:
+            raise _NotIJson(f"the member name {_printable(name[:64])!r} appears twice in one object")
+        members[name] = value
+    return members
+
+
+def _exact_integer(text: str) -> int:
+    """Integers a double holds exactly; the length check comes first, so a 60,000-digit literal costs nothing."""
+    if len(text) > 17 or abs(value := int(text)) > _MAX_SAFE_INTEGER:
+        raise _NotIJson(f"the number {text[:20]}{'...' if len(text) > 20 else ''} is beyond +/-(2**53 - 1)")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    """Floats that stay finite (1e400 would become infinity, which JSON cannot even spell)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotIJson(f"the number {text[:20]} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity are Python's extension, not JSON."""
+    raise _NotIJson(f"{name} is not JSON")
+
+
+def _json_document(raw: bytes) -> Any:
+    """Parse a body as I-JSON.
+
+    Raises:
+        Problem: 400 for text that is not UTF-8, not JSON or not I-JSON; 422 for nesting so deep the
+            parser gives up (bounded nesting is checked again, with a path, by `_text_problems`).
+    """
+    malformed = "Malformed JSON"
+    try:
+        return json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_members, parse_int=_exact_integer,
+                          parse_float=_finite_float, parse_constant=_no_constant)  # fmt: skip
+    except UnicodeDecodeError as exc:
+        raise Problem(400, "malformed-json", malformed, "the body is not valid UTF-8") from exc
+    except json.JSONDecodeError as exc:
+        raise Problem(400, "malformed-json", malformed, "the body is not valid JSON",
+                      errors=[f"body: {exc.msg} at character {exc.pos}"]) from exc  # fmt: skip
+    except _NotIJson as exc:
+        raise Problem(400, "malformed-json", malformed, str(exc)) from exc
+    except RecursionError as exc:
+        raise Problem(422, "invalid-request", "Invalid request", "the body is nested too deeply",
+                      errors=[f"body: nested deeper than {_MAX_DEPTH} levels"]) from exc  # fmt: skip
+
+
+def _text_problems(value: Any, path: str = "", depth: int = 1) -> list[str]:
+    """What no body may hold, as `path: reason` lines in document order.
+
+    That is every string (member names too) with a control character or an unpaired surrogate, and
+    every container nested deeper than `_MAX_DEPTH`. The recursion stops at that depth, so it is bounded.
+    """
+    problems: list[str] = []
+    if isinstance(value, str):
+        if found := _BAD_TEXT.search(value):
+            problems.append(f"{path or 'body'}: must not contain control characters or unpaired surrogates "
+                            f"(found U+{ord(found.group()):04X})")  # fmt: skip
+    elif isinstance(value, dict | list) and depth > _MAX_DEPTH:
+        problems.append(f"{path or 'body'}: nested deeper than {_MAX_DEPTH} levels")
+    elif isinstance(value, dict):
+        for name, member in value.items():
+            where = f"{path}.{_printable(name[:64])}" if path else _printable(name[:64])
+            problems += _text_problems(name, f"{where} (member name)", depth)
+            problems += _text_problems(member, where, depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            problems += _text_problems(item, f"{path}[{index}]", depth + 1)
+    return problems[:_MAX_PROBLEMS]
+
+
+def _start_body(content_type: str | None, content_encoding: str | None, raw: bytes) -> StartSagaBody:
+    """The body of `POST /v1/sagas`: JSON, I-JSON, clean text, then the model.
+
+    Raises:
+        Problem: 415 for a body that is not `application/json` (or `+json`) in UTF-8 and identity
+            coding; 400 for malformed JSON; 422 for bad text, deep nesting or a body the model refuses.
+    """
+    if not raw:
+        raise Problem(422, "invalid-request", "Invalid request", "the request needs a JSON body",
+                      errors=["body: a JSON object with saga_type and payload is required"])  # fmt: skip
+    media, *params = [part.strip().lower() for part in (content_type or "").split(";")]
+    charsets = {p.partition("=")[2].strip('"') for p in params if p.startswith("charset=")}
+    is_json = media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+    if not is_json or not charsets <= {"utf-8"} or (content_encoding or "identity").lower() != "identity":
+        raise Problem(415, "unsupported-media-type", "Unsupported media type",
+                      "send the body as application/json in UTF-8, without content coding")  # fmt: skip
+    document = _json_document(raw)
+    if problems := _text_problems(document):
+        inside_payload = all(p.startswith("payload") for p in problems)
+        kind, title = (
+            ("invalid-payload", "Invalid payload") if inside_payload else ("invalid-request", "Invalid request")
+        )
+        raise Problem(422, kind, title, "the body holds text this API does not accept", errors=problems)
+    try:
+        return StartSagaBody.model_validate(document)
+    except ValidationError as exc:
+        problems = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()]
+        raise Problem(422, "invalid-request", "Invalid request", "the request does not match the API",
+                      errors=problems[:_MAX_PROBLEMS]) from exc  # fmt: skip
+
+
+def _http_problem(request: Request, exc: StarletteHTTPException) -> Problem:
+    """Starlette's and FastAPI's HTTP errors as problems, keeping their headers."""
+    slug, title = _HTTP_ERRORS.get(exc.status_code, ("http-error", str(exc.detail)))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:  # RFC 9110 section 15.5.6: a 405 lists what the path does allow
+        headers["Allow"] = _allowed(request)
+    return Problem(exc.status_code, slug, title, str(exc.detail), headers=headers)
+
+
+def _allowed(request: Request) -> str:
+    """The methods of every route on the request's path, for the `Allow` header of a 405.
+
+    Starlette names only the first route that matched the path; `/v1/sagas` is two routes (GET, POST).
+    """
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        route_methods = getattr(route, "methods", None)
+        if route_methods and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route_methods
+    return ", ".join(sorted(methods))
+
+
+def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the problem+json answers of a route."""
+    return {status: _PROBLEM_DOCS[status] for status in statuses}
 
 
 def create_app(  # noqa: C901 - a flat list of route declarations
@@ -234,19 +483,35 @@ def create_app(  # noqa: C901 - a flat list of route declarations
                                    swagger_css_url="/static/swagger/swagger-ui.css",
                                    swagger_favicon_url="/static/swagger/favicon-32x32.png")  # fmt: skip
 
-    @app.post("/v1/sagas", status_code=202, responses={200: {"description": "replay of an earlier request"}})
+    # The body is read and parsed by `_start_body`, not by FastAPI, so the OpenAPI document gets it here.
+    start_doc = {"requestBody": {"required": True, "content": {"application/json": {"schema": _START_SCHEMA}}}}
+
+    async def start_body(request: Request) -> StartSagaBody:
+        raw = await request.body()  # bounded by the middleware's body limit
+        return _start_body(request.headers.get("content-type"), request.headers.get("content-encoding"), raw)
+
+    @app.post(
+        "/v1/sagas",
+        status_code=202,
+        openapi_extra=start_doc,
+        responses={
+            200: {"description": "Replay of an earlier request with the same key and body: the same saga."},
+            202: {"description": "The saga was created.", "headers": {"Location": _LOCATION_DOC}},
+            **_problems(400, 401, 413, 415, 422, 503),
+        },
+    )
     async def start_saga(
-        body: StartSagaBody,
-        request: Request,
-        _: Annotated[Principal, Depends(caller)],
+        body: Annotated[StartSagaBody, Depends(start_body)],
+        principal: Annotated[Principal, Depends(caller)],
         idempotency_key: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
         key = _idempotency_key(idempotency_key)
         deadline = _deadline(body.deadline)
         owner = worker.owner_id if worker.has_capacity() else None
-        started = await service.start(
-            usecases.StartRequest(key, body.saga_type, body.payload, deadline), owner, dict(engine.carrier())
-        )
+        # Scoped to the caller, so one client's key can neither find nor block another client's saga.
+        # The scoped form stays inside: the answer carries the saga, never the stored key.
+        request = usecases.StartRequest(principal.scope(key), body.saga_type, body.payload, deadline)
+        started = await service.start(request, owner, dict(engine.carrier()))
         if started.created:
             SAGA_STARTED.labels(body.saga_type).inc()
         if started.claimed is not None:
@@ -255,14 +520,14 @@ def create_app(  # noqa: C901 - a flat list of route declarations
         location = f"/v1/sagas/{started.saga_id}"
         return JSONResponse(view, status_code=202 if started.created else 200, headers={"Location": location})
 
-    @app.get("/v1/sagas/{saga_id}")
+    @app.get("/v1/sagas/{saga_id}", responses=_problems(400, 401, 404, 422, 503))
     async def get_saga(saga_id: uuid.UUID, _: Annotated[Principal, Depends(caller)]) -> JSONResponse:
         view = await views.get_view(str(saga_id))
         if view is None:
             raise Problem(404, "saga-not-found", "Saga not found", f"no saga {saga_id}")
         return JSONResponse(view)
 
-    @app.get("/v1/sagas")
+    @app.get("/v1/sagas", responses=_problems(400, 401, 422, 503))
     async def list_sagas(
         _: Annotated[Principal, Depends(caller)],
         status: SagaStatus | None = None,
@@ -270,16 +535,16 @@ def create_app(  # noqa: C901 - a flat list of route declarations
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
         cursor: Annotated[str | None, Query(max_length=200)] = None,
     ) -> JSONResponse:
-        items, following = await views.list_view(status.value if status else None, saga_type, limit, cursor)
+        items, following = await views.list_view(status.value if status else None, saga_type, limit, _cursor(cursor))
         return JSONResponse({"items": items, "next_cursor": following})
 
-    @app.post("/v1/sagas/{saga_id}/retry", status_code=202)
+    @app.post("/v1/sagas/{saga_id}/retry", status_code=202, responses=_problems(400, 401, 403, 404, 409, 422, 503))
     async def retry_saga(saga_id: uuid.UUID, _: Annotated[Principal, Depends(admin)]) -> JSONResponse:
         claimed = await service.retry(str(saga_id), worker.owner_id)
         worker.adopt(claimed)
         return JSONResponse(await views.get_view(str(saga_id)), status_code=202)
 
-    @app.post("/v1/sagas/{saga_id}/cancel", status_code=202)
+    @app.post("/v1/sagas/{saga_id}/cancel", status_code=202, responses=_problems(400, 401, 403, 404, 409, 422, 503))
     async def cancel_saga(saga_id: uuid.UUID, _: Annotated[Principal, Depends(admin)]) -> JSONResponse:
         await service.cancel(str(saga_id))
         return JSONResponse(await views.get_view(str(saga_id)), status_code=202)
@@ -298,10 +563,40 @@ _DOMAIN_ERRORS: Final[list[tuple[type[Exception], int, str, str]]] = [
 
 
 _HTTP_ERRORS: Final = {
+    400: ("malformed-request", "Malformed request"),
     404: ("not-found", "Not Found"),
     405: ("method-not-allowed", "Method Not Allowed"),
     413: ("payload-too-large", "Payload too large"),
 }
+
+_START_SCHEMA: Final = StartSagaBody.model_json_schema()
+_LOCATION_DOC: Final = {"description": "The saga's URL, `/v1/sagas/{saga_id}`.", "schema": {"type": "string"}}
+
+
+def _problem_doc(description: str, **headers: str) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "description": description,
+        "content": {PROBLEM: {"schema": ProblemDocument.model_json_schema()}},
+    }
+    if headers:
+        doc["headers"] = {name: {"description": text, "schema": {"type": "string"}} for name, text in headers.items()}
+    return doc
+
+
+_PROBLEM_DOCS: Final = {
+    400: _problem_doc("Missing or malformed Idempotency-Key, malformed JSON or cursor, or a path or query with "
+                      "control characters or bytes that are not UTF-8."),
+    401: _problem_doc("No or an unknown API key.", **{"WWW-Authenticate": "`Bearer`, the scheme this API takes."}),
+    403: _problem_doc("The operation needs the admin role."),
+    404: _problem_doc("No saga has this id."),
+    409: _problem_doc("The saga's state forbids the operation."),
+    413: _problem_doc("The body is over the size limit."),
+    415: _problem_doc("The body is not application/json in UTF-8."),
+    422: _problem_doc("Unknown saga type, invalid payload or parameters, or an Idempotency-Key reused with "
+                      "another body. `errors` names every field and reason."),
+    503: _problem_doc("The database is unreachable or answered with a transient error.",
+                      **{"Retry-After": "Seconds to wait before trying again."}),
+}  # fmt: skip
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -313,7 +608,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def on_domain(request: Request, exc: errors.OrchestratorError) -> JSONResponse:
         for kind, status, slug, title in _DOMAIN_ERRORS:
             if isinstance(exc, kind):
-                extra = {"errors": exc.problems} if isinstance(exc, errors.InvalidRequest) else {}
+                extra: dict[str, Any] = {"errors": exc.problems} if isinstance(exc, errors.InvalidRequest) else {}
                 return problem_response(Problem(status, slug, title, str(exc), **extra), request.url.path)
         raise exc
 
@@ -329,17 +624,11 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        slug, title = _HTTP_ERRORS.get(exc.status_code, ("http-error", str(exc.detail)))
-        return problem_response(Problem(exc.status_code, slug, title, str(exc.detail)), request.url.path)
+        return problem_response(_http_problem(request, exc), request.url.path)
 
+    # The repository translates every transient database error (unreachable, cancelled, terminated,
+    # too many connections, deadlock, serialization failure, read-only) into StoreUnavailable, once.
     @app.exception_handler(errors.StoreUnavailable)
-    @app.exception_handler(asyncpg.PostgresConnectionError)
-    @app.exception_handler(asyncpg.InterfaceError)
-    @app.exception_handler(asyncpg.InternalClientError)
-    @app.exception_handler(asyncpg.CannotConnectNowError)
-    @app.exception_handler(asyncpg.ObjectNotInPrerequisiteStateError)
-    @app.exception_handler(OSError)
-    @app.exception_handler(TimeoutError)
     async def on_database_down(request: Request, exc: Exception) -> JSONResponse:
         log.warning("database unavailable during request", path=request.url.path, error=repr(exc))
         down = Problem(503, "database-unavailable", "Database unavailable", "try again shortly")

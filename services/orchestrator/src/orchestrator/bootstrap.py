@@ -7,7 +7,9 @@ import hashlib
 import os
 import secrets
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -34,6 +36,12 @@ def new_owner_id() -> str:
 async def migrate(url: str) -> list[int]:
     """Apply the orchestrator's migrations."""
     return await migrations.apply(url, MIGRATIONS_DIR)
+
+
+def _skewed_wall(skew: timedelta) -> Callable[[], datetime]:
+    """A host clock off by `skew` (fault injection: what a badly synchronised host would read)."""
+    log.warning("FAULT INJECTION: this instance's wall clock is skewed", skew_seconds=skew.total_seconds())
+    return lambda: datetime.now(UTC) + skew
 
 
 def _authenticator(cfg: config.Settings) -> api.Authenticator:
@@ -76,7 +84,7 @@ async def start(cfg: config.Settings) -> Running:
     pool = await db.create_pool(cfg.database, application_name=f"sagaline-orchestrator-{cfg.instance}")
     registry = definitions.registry(cfg.saga.deadline)
     repo = PostgresSagaRepository(pool, registry, cfg.saga.idempotency_key_ttl)
-    clock = SystemClock()
+    clock = SystemClock(_skewed_wall(cfg.fault_clock_skew) if cfg.fault_clock_skew else None)
     participants = GrpcParticipants(cfg.participants.model_dump())
     breaker_policy = BreakerPolicy(
         cfg.breaker.failure_threshold, cfg.breaker.open_for.total_seconds(), cfg.breaker.success_threshold
@@ -92,7 +100,9 @@ async def start(cfg: config.Settings) -> Running:
         repo,
         runner,
         worker.WorkerConfig(own.lease_ttl, own.poll_interval, own.max_concurrent, own.claim_batch),
+        clock,
     )
+    await work.sync_clock()  # every time rule on the database's clock, from the first saga on
     service = usecases.SagaService(
         repo, registry, clock, on_timeout=OnTimeout(cfg.saga.on_timeout), lease_ttl=own.lease_ttl
     )

@@ -31,10 +31,13 @@ class ApiKey(BaseModel):
 class OwnershipSettings(BaseModel):
     """Leases and polling (SPEC section 6)."""
 
-    lease_ttl: Duration = timedelta(seconds=30)
+    # 5 s: a killed instance's sagas are claimed within lease + poll (about 6 s). The heartbeat renews
+    # every lease_ttl/3, so only a pause longer than two heartbeats (3.3 s) hands a saga over early;
+    # a handover is safe (fenced, keyed), it only costs an attempt.
+    lease_ttl: Duration = timedelta(seconds=5)
     poll_interval: Duration = timedelta(seconds=1)
     max_concurrent: int = Field(default=500, ge=1)
-    claim_batch: int = Field(default=50, ge=1)
+    claim_batch: int = Field(default=100, ge=1)
 
     @model_validator(mode="after")
     def _sane(self) -> OwnershipSettings:
@@ -82,6 +85,8 @@ class Settings(settings.ServiceSettings):
     breaker: BreakerSettings = BreakerSettings()
     participants: ParticipantSettings = ParticipantSettings()
     saga: SagaSettings = SagaSettings()
+    # Fault injection for the fault battery only: this instance's own wall clock reads this far off.
+    fault_clock_skew: Duration | None = None
     default_database_url: ClassVar[str] = "postgresql://postgres@127.0.0.1:5432/saga_orchestrator"
     # The orchestrator's own SQL is a handful of single-statement checkpoints per saga; spans for them
     # cost more than they tell (SAGALINE_TELEMETRY__SQL_SPANS=true turns them on).

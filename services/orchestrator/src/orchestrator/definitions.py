@@ -18,11 +18,20 @@ from orchestrator.domain.definition import Call, Json, Registry, SagaDefinition,
 from orchestrator.domain.retry import RetryPolicy
 
 ORDER_SAGA: Final = "order_saga"
-_MAX_ITEMS: Final = 100
-_SKU: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_CURRENCY: Final = re.compile(r"^[A-Z]{3}$")
-# The participants' money format: plain digits, at most 12 before and 2 after the point.
-_MONEY: Final = re.compile(r"^\d{1,12}(\.\d{1,2})?$")
+
+# The payload is refused here, with 422 and nothing written, whenever a participant would refuse it
+# later: a saga accepted only to be compensated is a worse answer than a precise 422. Each limit
+# names the participant rule it mirrors. Patterns are applied with `fullmatch` and spell digits as
+# [0-9]: `$` also matches before a final newline, and `\d` also matches non-ASCII digits.
+_MAX_ITEMS: Final = 100  # order MAX_LINES; inventory takes at most 100 distinct SKUs
+_MAX_QUANTITY: Final = 1_000_000  # order MAX_QUANTITY (inventory sums duplicates: 100 x 1e6 < 2**31)
+_SKU: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # stricter than order (128) and inventory (255)
+_CURRENCY: Final = re.compile(r"[A-Z]{3}")  # order, payment and the orders.currency CHECK
+_UUID: Final = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+# The participants' money format: plain digits, at most 12 before and 2 after the point (numeric(14,2)).
+_MONEY: Final = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,2})?")
+# orders.total_amount and payments.amount are numeric(14,2); the order service refuses a larger total.
+_MAX_TOTAL: Final = Decimal("999999999999.99")
 
 # Forward steps: SPEC defaults (3 retries, 100 ms to 10 s, x2, 10% jitter).
 ACTION_RETRY: Final = RetryPolicy()
@@ -35,6 +44,12 @@ FORWARD_ONLY_RETRY: Final = RetryPolicy(max_retries=None, maximum=timedelta(seco
 def validate_order_payload(payload: Any) -> Json:
     """Check an order_saga payload and return its normalised form.
 
+    Everything the order, payment or inventory service would refuse is refused here: unknown fields,
+    a customer id that is not a UUID, a currency, SKU or price that matches only loosely (a trailing
+    newline, non-ASCII digits), quantities and item counts out of range, and a total the payment
+    service refuses (zero) or the order service cannot store (beyond numeric(14,2)). Unit prices may
+    be zero, as the order service allows, as long as the total is positive.
+
     Raises:
         errors.InvalidRequest: with every problem found, each naming its field.
     """
@@ -45,45 +60,62 @@ def validate_order_payload(payload: Any) -> Json:
     if unknown:
         problems.append(f"payload: unknown fields {sorted(unknown)}")
     customer = payload.get("customer_id")
-    try:
-        customer = str(uuid.UUID(str(customer))) if isinstance(customer, str) else None
-    except ValueError:
-        customer = None
-    if customer is None:
-        problems.append("payload.customer_id: must be a UUID string")
+    if not isinstance(customer, str) or not _UUID.fullmatch(customer):
+        problems.append("payload.customer_id: must be a UUID string such as 11111111-1111-4111-8111-111111111111")
     currency = payload.get("currency", "USD")
-    if not isinstance(currency, str) or not _CURRENCY.match(currency):
+    if not isinstance(currency, str) or not _CURRENCY.fullmatch(currency):
         problems.append("payload.currency: must be a 3-letter upper-case code such as USD")
     items = payload.get("items")
     if not isinstance(items, list) or not 1 <= len(items) <= _MAX_ITEMS:
         problems.append(f"payload.items: must be a list of 1 to {_MAX_ITEMS} items")
         items = []
-    clean_items = [_validate_item(i, item, problems) for i, item in enumerate(items)]
+    before_items = len(problems)
+    lines = [_validate_item(i, item, problems) for i, item in enumerate(items)]
+    if items and len(problems) == before_items:  # a total of malformed lines would only add noise
+        _check_total(lines, problems)
     if problems:
         raise errors.InvalidRequest("invalid order_saga payload", problems)
-    return {"customer_id": customer, "items": clean_items, "currency": currency}
+    return {
+        "customer_id": str(uuid.UUID(customer)),
+        "items": [{"sku": sku, "quantity": quantity, "unit_price": str(price)} for sku, quantity, price in lines],
+        "currency": currency,
+    }
 
 
-def _validate_item(index: int, item: Any, problems: list[str]) -> Json:
+def _validate_item(index: int, item: Any, problems: list[str]) -> tuple[str, int, Decimal]:
+    """One item as (sku, quantity, unit price); on a problem, the problem is recorded and the line is junk."""
     where = f"payload.items[{index}]"
     if not isinstance(item, Mapping):
         problems.append(f"{where}: must be an object")
-        return {}
+        return "", 0, Decimal(0)
     if set(item) - {"sku", "quantity", "unit_price"}:
         problems.append(f"{where}: unknown fields {sorted(set(item) - {'sku', 'quantity', 'unit_price'})}")
     sku, quantity, price = item.get("sku"), item.get("quantity"), item.get("unit_price")
-    if not isinstance(sku, str) or not _SKU.match(sku):
-        problems.append(f"{where}.sku: must be 1-64 letters, digits, '.', '_' or '-'")
-    if not isinstance(quantity, int) or isinstance(quantity, bool) or not 1 <= quantity <= 1_000_000:
-        problems.append(f"{where}.quantity: must be an integer from 1 to 1000000")
+    if not isinstance(sku, str) or not _SKU.fullmatch(sku):
+        problems.append(f"{where}.sku: must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        sku = ""
+    if not isinstance(quantity, int) or isinstance(quantity, bool) or not 1 <= quantity <= _MAX_QUANTITY:
+        problems.append(f"{where}.quantity: must be an integer from 1 to {_MAX_QUANTITY}")
+        quantity = 0
     amount = _money(price)
     if amount is None:
-        problems.append(f'{where}.unit_price: must be a decimal string >= 0 with at most 2 decimals, e.g. "9.99"')
-    return {"sku": sku, "quantity": quantity, "unit_price": str(amount) if amount is not None else price}
+        problems.append(
+            f'{where}.unit_price: must be a decimal string >= 0, at most 12 digits and 2 decimals, e.g. "9.99"'
+        )
+    return sku, quantity, amount if amount is not None else Decimal(0)
+
+
+def _check_total(lines: list[tuple[str, int, Decimal]], problems: list[str]) -> None:
+    """The total the order service will compute must be one the payment service takes and both can store."""
+    total = sum((quantity * price for _, quantity, price in lines), Decimal(0))
+    if total <= 0:
+        problems.append("payload.items: the order total must be greater than 0 (the payment service refuses 0)")
+    elif total > _MAX_TOTAL:
+        problems.append(f"payload.items: the order total {total} exceeds the maximum {_MAX_TOTAL}")
 
 
 def _money(value: Any) -> Decimal | None:
-    if not isinstance(value, str) or not _MONEY.match(value):
+    if not isinstance(value, str) or not _MONEY.fullmatch(value):
         return None
     return Decimal(value)
 

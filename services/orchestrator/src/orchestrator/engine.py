@@ -7,9 +7,12 @@ checkpoint: if the process dies after a call but before its save, the next owner
 with the same idempotency key and the participant answers with the stored response.
 
 Stopping (shutdown) is checked between moves, never in the middle of one: the current call finishes
-and is saved, then the lease is released so another instance continues at once. A lost lease ends
-the run without another write. Waits (backoff, an open breaker) happen in-process while the
-heartbeat keeps the lease; the deadline and an admin's cancel are checked before every move.
+and is saved, then the lease is released so another instance continues at once (and spends no attempt
+of the saga). A lost lease ends the run without another write. A save the database could not confirm
+(unreachable, cancelled, terminated, deadlocked) is repeated, same fence and same changes, until it
+commits or the lease is reported lost: a database blip delays a saga by the blip, not by a lease.
+Waits (backoff, an open breaker) happen in-process while the heartbeat keeps the lease; the deadline
+and an admin's cancel are checked before every move, on the database's clock (`ports.Clock`).
 """
 
 from __future__ import annotations
@@ -26,10 +29,10 @@ from opentelemetry import propagate, trace
 
 from orchestrator import metrics, ports
 from orchestrator.domain import errors
-from orchestrator.domain.breaker import BreakerPolicy, BreakerState, CircuitBreaker
+from orchestrator.domain.breaker import BreakerPolicy, BreakerState, CircuitBreaker, Permit
 from orchestrator.domain.definition import Call
 from orchestrator.domain.model import OnTimeout, Saga, SagaStatus, Step
-from servicekit import logging
+from servicekit import failpoints, logging
 
 log = logging.get_logger(__name__)
 tracer = trace.get_tracer("sagaline.orchestrator")
@@ -58,10 +61,12 @@ class Breakers:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """Lease TTL (each save renews it) and the longest single in-process wait."""
+    """Lease TTL (each save renews it), the longest single in-process wait, and the backoff of a save retry."""
 
-    lease_ttl: timedelta = timedelta(seconds=30)
+    lease_ttl: timedelta = timedelta(seconds=5)
     max_wait: float = 1.0
+    save_retry_first: float = 0.05
+    save_retry_max: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -95,10 +100,14 @@ class Engine:
         stopping: asyncio.Event,
         *,
         resumed: bool = False,
+        in_doubt: bool = False,
         acquired_at: float | None = None,
     ) -> None:
         """Drive saga until it is terminal, its lease is lost, or the process stops.
 
+        `resumed`: the saga continues here after another run (its trace links to the original).
+        `in_doubt`: that run ended without a clean release (a crash, a pause past its lease, a cut at
+        shutdown), so a call of the current step may have been made: that attempt counts as spent.
         `acquired_at` (monotonic) is when the statement granting the lease was sent, if the caller knows;
         otherwise the run saves, renewing the lease, before its first call.
         """
@@ -106,13 +115,12 @@ class Engine:
         try:
             if acquired_at is not None:
                 self._saved_at[(saga.id, lease.fence)] = acquired_at
-            await self._drive(saga, lease, stopping, resumed)
+            await self._drive(saga, lease, stopping, resumed, in_doubt)
         except errors.LeaseLost:
             metrics.LEASE_LOSSES.inc()
             log.warning("lease lost, saga abandoned to its new owner", saga_id=saga.id, fence=lease.fence)
         except errors.StoreUnavailable as exc:
-            # Whether the last checkpoint committed is unknown, so this run stops; the saga resumes from
-            # its persisted state once the lease expires (here or on another instance).
+            # Only a release can end here (saves are retried): the lease then simply expires.
             log.warning("database unavailable, saga left to lease expiry", saga_id=saga.id, error=str(exc))
         except Exception as exc:  # a bug must park the saga for a person, not crash-loop it
             await self._park(saga, lease, exc)
@@ -126,22 +134,27 @@ class Engine:
         if saga.status.terminal:
             return
         saga.take_events()  # whatever the interrupted move recorded is not what happened
+        saga.take_dirty_steps()
         saga.fail(f"internal error: {exc!r}")
         try:
             await self._save(saga, lease)
         except (errors.LeaseLost, errors.StoreUnavailable):
             log.warning("could not park the saga; it returns after its lease expires", saga_id=saga.id)
 
-    async def _drive(self, saga: Saga, lease: ports.Lease, stopping: asyncio.Event, resumed: bool) -> None:
+    async def _drive(
+        self, saga: Saga, lease: ports.Lease, stopping: asyncio.Event, resumed: bool, in_doubt: bool
+    ) -> None:
         if saga.status is SagaStatus.PENDING:
             saga.start(self._clock.now())
             await self._save(saga, lease)
-        elif resumed:
+        elif in_doubt:
             self._count_resumed_attempt(saga)
             await self._save(saga, lease)
+        elif resumed:
+            await self._save(saga, lease)  # renews the lease and refreshes the cancel flag before any call
         while not saga.status.terminal:
             if stopping.is_set():
-                await self._repo.release(lease)
+                await self._repo.release(lease, clean=True)
                 log.info("saga checkpointed and released for shutdown", saga_id=saga.id, status=saga.status)
                 return
             await self._move(saga, lease, stopping)
@@ -182,7 +195,10 @@ class Engine:
         assert call is not None  # noqa: S101 - only steps with a compensation are ever compensating
         if not await self._ready(saga, step, call, stopping) or not await self._lease_fresh(saga, lease):
             return
-        outcome = await self._attempt(saga, step, call, compensating)
+        permit = self._breakers[call.service].admit()
+        if permit is None:  # half-open with every probe slot taken: wait, spending nothing
+            return
+        outcome = await self._attempt(saga, lease, step, call, compensating, permit)
         if compensating:
             self._after_compensation(saga, step, call, outcome)
         else:
@@ -221,10 +237,15 @@ class Engine:
         await self._clock.sleep(min(wait, self._config.max_wait))
         if saga.status is SagaStatus.EXECUTING:
             # A long wait (backoff, open breaker) must not delay an admin's cancel until the next save.
-            saga.cancel_requested = await self._repo.cancel_requested(saga.id)
+            try:
+                saga.cancel_requested = await self._repo.cancel_requested(saga.id)
+            except errors.StoreUnavailable as exc:  # the next save reads the flag again
+                log.debug("cancel flag not read", saga_id=saga.id, error=str(exc))
         return False
 
-    async def _attempt(self, saga: Saga, step: Step, call: Call, compensating: bool) -> _Outcome:
+    async def _attempt(
+        self, saga: Saga, lease: ports.Lease, step: Step, call: Call, compensating: bool, permit: Permit
+    ) -> _Outcome:
         definition = saga.definition
         request = call.request(saga.payload, saga.context)
         attempt = step.compensation_attempts if compensating else step.attempts
@@ -241,7 +262,9 @@ class Engine:
             },
         ) as span:
             log.info("step attempt", saga_id=saga.id, step=step.name, attempt=attempt, phase=kind)
-            outcome = await self._invoke(saga, step, call, request, compensating)
+            await failpoints.hit("engine.before_call")
+            outcome = await self._invoke(saga, lease, step, call, request, compensating, permit)
+            await failpoints.hit("engine.after_call")
             done = "compensated" if compensating else "succeeded"
             status = done if outcome.error is None else type(outcome.error).__name__
             span.set_attribute("saga.outcome", status)
@@ -251,7 +274,14 @@ class Engine:
         return outcome
 
     async def _invoke(
-        self, saga: Saga, step: Step, call: Call, request: dict[str, Any], compensating: bool
+        self,
+        saga: Saga,
+        lease: ports.Lease,
+        step: Step,
+        call: Call,
+        request: dict[str, Any],
+        compensating: bool,
+        permit: Permit,
     ) -> _Outcome:
         breaker = self._breakers[call.service]
         key = step.compensation_key if compensating else step.idempotency_key
@@ -262,16 +292,20 @@ class Engine:
                 saga_id=saga.id,
                 idempotency_key=key,
                 action_key=step.idempotency_key if compensating else None,
+                lease=lease,
             )
         except errors.TransientStepError as exc:
-            breaker.record_failure()
+            breaker.record_failure(permit)
             return _Outcome(error=exc)
         except errors.PermanentStepError as exc:
-            breaker.record_success()
+            breaker.record_success(permit)
             return _Outcome(error=exc)
+        except BaseException:
+            breaker.abandon(permit)  # cancelled mid-call: no outcome, but the probe slot is free again
+            raise
         finally:
             self._breakers.publish()
-        breaker.record_success()
+        breaker.record_success(permit)
         return _Outcome(response=response)
 
     def _after_action(self, saga: Saga, step: Step, call: Call, outcome: _Outcome) -> None:
@@ -328,15 +362,41 @@ class Engine:
         return self._clock.monotonic()
 
     def renewed(self, leases: list[ports.Lease], sent_at: float) -> None:
-        """The heartbeat renewed these leases with a statement sent at `sent_at` (monotonic)."""
+        """The heartbeat renewed these leases with a statement sent at `sent_at` (monotonic).
+
+        Only leases the renewing statement returned may be passed here: a saga that finished elsewhere
+        was not renewed, and refreshing its run's deadline would let a stale run make one more call.
+        """
         for lease in leases:
             key = (lease.saga_id, lease.fence)
             if key in self._saved_at:  # only runs still going here; a finished run has dropped its entry
                 self._saved_at[key] = max(self._saved_at[key], sent_at)
 
     async def _save(self, saga: Saga, lease: ports.Lease) -> None:
+        """Checkpoint, fenced; a save the database could not confirm is repeated until it lands.
+
+        The repetition sends the same changes with the same fence and revision, so it commits once or
+        finds its earlier attempt committed. It ends only by landing or by LeaseLost (the lease expired
+        meanwhile, on the database's clock, or another instance took the saga). Its local lease clock
+        starts at the first attempt: whichever attempt committed was sent no earlier.
+        """
         sent_at = self._clock.monotonic()
-        saga.cancel_requested = await self._repo.save(saga, lease, self._config.lease_ttl)
+        delay, failures = self._config.save_retry_first, 0
+        while True:
+            try:
+                await failpoints.hit("engine.before_save")
+                saga.cancel_requested = await self._repo.save(saga, lease, self._config.lease_ttl)
+                await failpoints.hit("engine.after_save")
+                break
+            except errors.StoreUnavailable as exc:
+                failures += 1
+                metrics.SAVE_RETRIES.inc()
+                if failures == 1:
+                    log.warning("checkpoint not confirmed, repeating it", saga_id=saga.id, error=str(exc))
+                await self._clock.sleep(delay * (0.5 + self._rand() / 2))
+                delay = min(delay * 2, self._config.save_retry_max)
+        if failures:
+            log.info("checkpoint confirmed after retries", saga_id=saga.id, retries=failures)
         key = (saga.id, lease.fence)
         self._saved_at[key] = max(sent_at, self._saved_at.get(key, sent_at))  # a heartbeat may have renewed since
         if saga.status.terminal:

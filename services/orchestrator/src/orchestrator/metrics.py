@@ -28,6 +28,12 @@ BREAKER_STATE: Final = Gauge(
     "saga_circuit_breaker_state", "Breaker per downstream service: 0 closed, 1 half-open, 2 open.", ["service"]
 )
 LAST_POLL: Final = Gauge("saga_last_poll_timestamp_seconds", "Unix time of the last successful poll.")
+SAVE_RETRIES: Final = Counter(
+    "saga_save_retries_total", "Checkpoints repeated because the database could not confirm them (transient errors)."
+)
+CLOCK_OFFSET: Final = Gauge(
+    "saga_clock_offset_seconds", "The database clock minus this instance's wall clock, at the last reading."
+)
 LEASE_REFRESHES: Final = Counter(
     "saga_lease_refreshes_total", "Saves made before a call because the run's last save was over half a lease ago."
 )

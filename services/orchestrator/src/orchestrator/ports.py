@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -35,6 +35,18 @@ class Claimed:
 
 
 @dataclass(frozen=True)
+class Renewal:
+    """What one heartbeat statement did: the leases it extended, and the live sagas whose lease is lost.
+
+    A lease in neither set belongs to a saga that finished (its terminal save released it): it was not
+    renewed, and nothing may treat it as fresh.
+    """
+
+    renewed: frozenset[str]
+    lost: frozenset[str]
+
+
+@dataclass(frozen=True)
 class Created:
     """The result of an idempotent start: the saga, and whether this request created it."""
 
@@ -49,9 +61,16 @@ class Participants(Protocol):
     """The downstream services; translates their outcomes into domain step errors."""
 
     async def invoke(
-        self, call: Call, request: dict[str, Any], *, saga_id: str, idempotency_key: str, action_key: str | None
+        self,
+        call: Call,
+        request: dict[str, Any],
+        *,
+        saga_id: str,
+        idempotency_key: str,
+        action_key: str | None,
+        lease: Lease | None = None,
     ) -> dict[str, Any]:
-        """Call `call.service`/`call.method` within `call.timeout`.
+        """Call `call.service`/`call.method` within `call.timeout`, naming the caller's `lease` (owner, fence).
 
         Raises:
             errors.TransientStepError: worth retrying with the same key; the effect may have happened.
@@ -61,7 +80,11 @@ class Participants(Protocol):
 
 
 class SagaRepository(Protocol):
-    """Durable saga state; every owner write is fenced by a Lease."""
+    """Durable saga state; every owner write is fenced by a Lease.
+
+    Every method raises `errors.StoreUnavailable` when the database is unreachable or answers with a
+    transient error (the one translation lives in the adapter); any other database error is a bug.
+    """
 
     async def create(self, saga: Saga, key: str, request_hash: str, owner_id: str | None, ttl: timedelta) -> Created:
         """Insert the saga, its steps, its events and the client's key in one transaction.
@@ -78,7 +101,8 @@ class SagaRepository(Protocol):
 
         Raises:
             errors.LeaseLost: the lease expired or another owner holds the saga.
-            errors.StoreUnavailable: the database could not be reached; the write may have committed.
+            errors.StoreUnavailable: the database could not be reached or refused for now; the write may
+                have committed, and repeating the same save is safe (it detects its own earlier commit).
         """
         ...
 
@@ -90,12 +114,20 @@ class SagaRepository(Protocol):
         """Acquire one FAILED saga now if nobody holds a live lease on it (admin retry); None otherwise."""
         ...
 
-    async def renew(self, owner_id: str, leases: Sequence[Lease], ttl: timedelta) -> set[str]:
-        """Extend unexpired leases still carrying their fence; returns the ids of live sagas whose lease is lost."""
+    async def renew(self, owner_id: str, leases: Sequence[Lease], ttl: timedelta) -> Renewal:
+        """Extend unexpired leases still carrying their fence, in one statement."""
         ...
 
-    async def release(self, lease: Lease) -> None:
-        """Give the saga back (fenced) so another instance can continue it at once."""
+    async def release(self, lease: Lease, *, clean: bool = True) -> None:
+        """Give the saga back (fenced) so another instance can continue it at once.
+
+        `clean` means no call was in flight (released between moves): the next owner spends no attempt.
+        Otherwise the lease only ends now, and the next owner counts the interrupted attempt as spent.
+        """
+        ...
+
+    async def database_time(self) -> datetime:
+        """The database's clock, on which every time rule (leases, deadlines, due times) is decided."""
         ...
 
     async def cancel_requested(self, saga_id: str) -> bool:
@@ -150,4 +182,12 @@ class Clock(Protocol):
 
     async def sleep(self, seconds: float) -> None:
         """Wait; may return early when the process is stopping."""
+        ...
+
+
+class AnchoredClock(Clock, Protocol):
+    """A Clock whose `now()` follows the database's clock once synced (the worker re-syncs it)."""
+
+    async def sync(self, database_time: Callable[[], Awaitable[datetime]]) -> timedelta:
+        """Read the database clock and anchor to it; returns database minus host clock."""
         ...

@@ -2,11 +2,15 @@
 
 Side tasks, each named and watched by a monitor that stops the worker if one dies:
 - the poller claims due sagas that are unowned or whose lease expired (`FOR UPDATE SKIP LOCKED`),
-  every poll interval; it is for recovery and for work left by others, since a saga accepted by this
-  instance starts here at once through `adopt`;
+  every poll interval, batch after batch while batches come back full; it is for recovery and for work
+  left by others, since a saga accepted by this instance starts here at once through `adopt`;
 - the heartbeat renews, every TTL/3, the leases of the sagas whose runs are alive, in one statement;
   a lease it cannot renew is lost, and that saga's run is cancelled so it makes no further call;
+- the clock re-reads the database's clock, which every time rule is decided on;
 - housekeeping refreshes the gauges (oldest live saga, FAILED count) and forgets expired client keys.
+
+Database errors reach the side tasks only as `errors.StoreUnavailable` (the repository translates them
+once); they are logged and the task goes on at its next tick.
 
 Shutdown: stop claiming first, then let every run reach its next checkpoint (each releases its lease),
 then cancel what is still running after the grace period and release its lease (fenced).
@@ -21,26 +25,24 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import asyncpg
-
 from orchestrator import metrics, ports
+from orchestrator.domain import errors
 from orchestrator.engine import Engine
-from servicekit import logging
+from servicekit import failpoints, logging
 
 log = logging.get_logger(__name__)
-
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, TimeoutError)
 
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    """Ownership timing and capacity."""
+    """Ownership timing and capacity (defaults recover a killed instance's sagas within about 7 s)."""
 
-    lease_ttl: timedelta = timedelta(seconds=30)
+    lease_ttl: timedelta = timedelta(seconds=5)
     poll_interval: timedelta = timedelta(seconds=1)
     max_concurrent: int = 500
-    claim_batch: int = 50
+    claim_batch: int = 100
     housekeeping_interval: timedelta = timedelta(seconds=15)
+    clock_sync_interval: timedelta = timedelta(seconds=5)
 
 
 @dataclass
@@ -52,10 +54,17 @@ class _Run:
 class Worker:
     """Owns the runs of this instance."""
 
-    def __init__(self, owner_id: str, repository: ports.SagaRepository, engine: Engine, config: WorkerConfig) -> None:
-        """`owner_id` is unique per process start."""
+    def __init__(
+        self,
+        owner_id: str,
+        repository: ports.SagaRepository,
+        engine: Engine,
+        config: WorkerConfig,
+        clock: ports.AnchoredClock | None = None,
+    ) -> None:
+        """`owner_id` is unique per process start; `clock`, when given, is kept anchored to the database's."""
         self.owner_id = owner_id
-        self._repo, self._engine, self._config = repository, engine, config
+        self._repo, self._engine, self._config, self._clock = repository, engine, config, clock
         self._runs: dict[str, _Run] = {}
         self._stopping = asyncio.Event()
         self._side_tasks: list[asyncio.Task[None]] = []
@@ -82,8 +91,14 @@ class Worker:
             return  # already running here under this (or a newer) lease
         # A newer lease (an admin retry racing the previous run's last moments) replaces the entry; the
         # old run has made its final save and only its done-callback is pending.
+        # A previous owner still named on the row ended without a clean release: its call may have gone.
         coro = self._engine.run(
-            claimed.saga, claimed.lease, self._stopping, resumed=resumed, acquired_at=claimed.acquired_at
+            claimed.saga,
+            claimed.lease,
+            self._stopping,
+            resumed=resumed,
+            in_doubt=resumed and claimed.previous_owner is not None,
+            acquired_at=claimed.acquired_at,
         )
         task = asyncio.create_task(coro, name=f"saga:{saga_id}")
         self._runs[saga_id] = _Run(claimed.lease, task)
@@ -105,6 +120,16 @@ class Worker:
             loop.create_task(self._every(self._config.lease_ttl / 3, self._heartbeat), name="heartbeat"),
             loop.create_task(self._every(self._config.housekeeping_interval, self._housekeeping), name="housekeeping"),
         ]
+        if self._clock is not None:
+            self._side_tasks.append(
+                loop.create_task(self._every(self._config.clock_sync_interval, self.sync_clock), name="clock")
+            )
+
+    async def sync_clock(self) -> None:
+        """Anchor the clock to the database's (also called once at start, before any saga runs)."""
+        if self._clock is not None:
+            offset = await self._clock.sync(self._repo.database_time)
+            metrics.CLOCK_OFFSET.set(offset.total_seconds())
 
     async def wait_failed(self) -> None:
         """Returns when a side task died unexpectedly (the monitor's signal to stop the process)."""
@@ -117,19 +142,23 @@ class Worker:
         while True:
             try:
                 await action()
-            except _DB_ERRORS as exc:
-                log.warning("database unavailable", task=asyncio.current_task().get_name(), error=repr(exc))  # type: ignore[union-attr]
+            except errors.StoreUnavailable as exc:
+                log.warning("database unavailable", task=asyncio.current_task().get_name(), error=str(exc))  # type: ignore[union-attr]
             await asyncio.sleep(interval.total_seconds())
 
     async def _poll(self) -> None:
-        free = self._config.max_concurrent - len(self._runs)
-        if free > 0:
+        """Claim batch after batch while they come back full: hundreds of orphans are taken in one tick."""
+        while not self.stopping and (free := self._config.max_concurrent - len(self._runs)) > 0:
             batch = min(free, self._config.claim_batch)
-            for claimed in await self._repo.claim(self.owner_id, self._config.lease_ttl, batch, self.running()):
-                if claimed.previous_owner is not None:
+            claimed = await self._repo.claim(self.owner_id, self._config.lease_ttl, batch, self.running())
+            await failpoints.hit("worker.after_claim")
+            for one in claimed:
+                if one.previous_owner is not None:
                     metrics.TAKEOVERS.inc()
-                    log.info("took over saga", saga_id=claimed.saga.id, previous_owner=claimed.previous_owner)
-                self.adopt(claimed, resumed=True)
+                    log.info("took over saga", saga_id=one.saga.id, previous_owner=one.previous_owner)
+                self.adopt(one, resumed=True)
+            if len(claimed) < batch:
+                break
         self.last_poll_ok = asyncio.get_running_loop().time()
         metrics.LAST_POLL.set_to_current_time()
 
@@ -137,11 +166,11 @@ class Worker:
         runs = dict(self._runs)
         leases = [run.lease for run in runs.values() if not run.task.done()]
         sent_at = self._engine.monotonic()
-        lost = await self._repo.renew(self.owner_id, leases, self._config.lease_ttl)
-        # A lease missing from `lost` was renewed, or its saga just finished (then its run is gone).
-        self._engine.renewed([lease for lease in leases if lease.saga_id not in lost], sent_at)
+        renewal = await self._repo.renew(self.owner_id, leases, self._config.lease_ttl)
+        # Only what the statement renewed is fresh; a saga that finished elsewhere is neither renewed nor lost.
+        self._engine.renewed([lease for lease in leases if lease.saga_id in renewal.renewed], sent_at)
         for lease in leases:
-            if lease.saga_id in lost and (run := runs.get(lease.saga_id)) is not None:
+            if lease.saga_id in renewal.lost and (run := runs.get(lease.saga_id)) is not None:
                 metrics.LEASE_LOSSES.inc()
                 log.warning("lease lost on renewal, stopping the saga here", saga_id=lease.saga_id, fence=lease.fence)
                 run.task.cancel()
@@ -170,7 +199,8 @@ class Worker:
         for run in runs.values():
             if not run.task.done():
                 run.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, *_DB_ERRORS):
+                with contextlib.suppress(asyncio.CancelledError, errors.StoreUnavailable):
                     await run.task
-                with contextlib.suppress(*_DB_ERRORS):
-                    await self._repo.release(run.lease)
+                # Cut mid-call: the call may have reached the participant, so the next owner counts it.
+                with contextlib.suppress(errors.StoreUnavailable):
+                    await self._repo.release(run.lease, clean=False)

@@ -229,7 +229,7 @@ async def test_the_same_key_with_another_body_is_refused_and_persists_nothing(sh
     refused = await api.start_saga("order-2", order_body(quantity=3))
     assert_problem(refused, 422, "idempotency-key-reused")
     assert await api.counts(("sagas", "idempotency_keys")) == before
-    assert (await api.repo.key_hash("order-2")) is not None
+    assert (await api.repo.key_hash("c:order-2")) is not None  # keys are stored scoped to the caller
 
 
 async def test_fifty_concurrent_duplicates_across_two_instances_make_one_saga(
@@ -352,7 +352,7 @@ async def test_bad_requests_get_a_problem_and_persist_nothing(shared: Orchestrat
     body = assert_problem(response, case.status, case.kind)
     assert body["instance"] == case.path.split("?")[0]
     assert await api.counts(("sagas", "idempotency_keys")) == before
-    assert (await api.repo.key_hash("k1")) is None
+    assert (await api.repo.key_hash("c:k1")) is None
 
 
 async def test_a_chunked_body_over_the_limit_is_refused_with_413_and_persists_nothing(shared: Orchestrator) -> None:

@@ -185,7 +185,7 @@ async def test_a_former_owner_waking_after_a_takeover_has_every_write_refused(
     mine.saga.begin_compensation("stale owner", now, mine.saga.steps[0], unknown=True)
     with pytest.raises(errors.LeaseLost):
         await a.repo.save(mine.saga, mine.lease, LONG)
-    assert await a.repo.renew("owner-a", [mine.lease], LONG) == {created.saga_id}  # reported lost
+    assert (await a.repo.renew("owner-a", [mine.lease], LONG)).lost == {created.saga_id}  # reported lost
     await a.repo.release(mine.lease)
 
     current = await row(db, created.saga_id)
@@ -200,7 +200,7 @@ async def test_a_former_owner_waking_after_a_takeover_has_every_write_refused(
     events_after = await db.fetchval("SELECT count(*) FROM saga_events WHERE saga_id = $1", uuid.UUID(created.saga_id))
     assert events_after == events_before
     # B is still the owner in every sense: it renews and writes on.
-    assert await b.repo.renew("owner-b", [theirs.lease], LONG) == set()
+    assert (await b.repo.renew("owner-b", [theirs.lease], LONG)).renewed == {created.saga_id}
     theirs.saga.begin_compensation("owner b decides", datetime.now(UTC), theirs.saga.steps[0], unknown=True)
     await b.repo.save(theirs.saga, theirs.lease, LONG)
     assert (await row(db, created.saga_id))["status"] == "COMPENSATING"
@@ -213,10 +213,10 @@ async def test_an_expired_lease_nobody_took_is_neither_renewed_nor_written_throu
     created = await create(a.repo)
     [mine] = await a.repo.claim("owner-a", SHORT, 10, [])
     claimed_until = (await row(db, created.saga_id))["lease_expires_at"]
-    assert await a.repo.renew("owner-a", [mine.lease], SHORT) == set()  # alive: renewed, nothing lost
+    assert (await a.repo.renew("owner-a", [mine.lease], SHORT)).lost == set()  # alive: renewed, nothing lost
     assert (await row(db, created.saga_id))["lease_expires_at"] > claimed_until
     await asyncio.sleep(PAST_SHORT)
-    assert await a.repo.renew("owner-a", [mine.lease], LONG) == {created.saga_id}  # expired: lost, never revived
+    assert (await a.repo.renew("owner-a", [mine.lease], LONG)).lost == {created.saga_id}  # expired: lost, not revived
     before = await row(db, created.saga_id)
     assert before["lease_expires_at"] <= await db.fetchval("SELECT clock_timestamp()")
     mine.saga.start(datetime.now(UTC))
@@ -247,14 +247,16 @@ async def test_renew_extends_the_leases_still_held_and_reports_the_live_ones_los
     await a.repo.save(saga, finished.lease, LONG)  # terminal: released in the same statement
     before = {r["id"]: r["lease_expires_at"] for r in await db.fetch("SELECT id, lease_expires_at FROM sagas")}
 
-    lost_ids = await a.repo.renew("owner-a", [claimed.lease, stale, finished.lease], LONG)
-    assert lost_ids == {lost.saga_id}  # a terminal saga's missing lease is not a loss worth reporting
+    renewal = await a.repo.renew("owner-a", [claimed.lease, stale, finished.lease], LONG)
+    assert renewal.lost == {lost.saga_id}  # a terminal saga's missing lease is not a loss worth reporting
+    # ...nor a renewal: only what the statement extended is fresh (a stale run must not make one more call)
+    assert renewal.renewed == {kept.saga_id}
     after = {r["id"]: r["lease_expires_at"] for r in await db.fetch("SELECT id, lease_expires_at FROM sagas")}
     assert after[uuid.UUID(kept.saga_id)] - before[uuid.UUID(kept.saga_id)] > timedelta(seconds=50)
     assert after[uuid.UUID(lost.saga_id)] == before[uuid.UUID(lost.saga_id)]
     assert after[uuid.UUID(finished.saga_id)] is None
-    assert await a.repo.renew("owner-b", [claimed.lease], LONG) == {kept.saga_id}  # another owner id: no
-    assert await a.repo.renew("owner-a", [], LONG) == set()
+    assert (await a.repo.renew("owner-b", [claimed.lease], LONG)).lost == {kept.saga_id}  # another owner id: no
+    assert await a.repo.renew("owner-a", [], LONG) == ports.Renewal(frozenset(), frozenset())
 
 
 async def test_the_fence_in_saga_events_never_decreases_across_takeovers(

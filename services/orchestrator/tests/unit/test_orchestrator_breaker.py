@@ -114,3 +114,52 @@ def test_thresholds_come_from_the_policy(ticker: Ticker) -> None:
     ticker.now += 5
     breaker.record_success()
     assert breaker.state is BreakerState.CLOSED
+
+
+def _half_open(breaker: CircuitBreaker, ticker: Ticker) -> None:
+    fail(breaker, 5)
+    ticker.now += 30.0
+    assert breaker.state is BreakerState.HALF_OPEN
+
+
+def test_half_open_admits_a_bounded_number_of_probes(breaker: CircuitBreaker, ticker: Ticker) -> None:
+    _half_open(breaker, ticker)
+
+    permits = [breaker.admit() for _ in range(100)]
+
+    assert sum(p is not None for p in permits) == BreakerPolicy().half_open_probes
+    assert breaker.wait_time() == BreakerPolicy().probe_wait
+
+
+def test_a_probe_outcome_frees_its_slot(breaker: CircuitBreaker, ticker: Ticker) -> None:
+    _half_open(breaker, ticker)
+    first, second = breaker.admit(), breaker.admit()
+    assert breaker.admit() is None
+
+    breaker.record_success(first)
+
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert breaker.admit() is not None
+    breaker.abandon(second)
+    assert breaker.admit() is not None
+
+
+def test_a_failed_probe_reopens_and_stale_answers_free_no_new_slot(breaker: CircuitBreaker, ticker: Ticker) -> None:
+    _half_open(breaker, ticker)
+    first, second = breaker.admit(), breaker.admit()
+    breaker.record_failure(first)
+    assert breaker.state is BreakerState.OPEN
+    assert breaker.admit() is None
+    ticker.now += 30.0
+    held = [breaker.admit(), breaker.admit()]
+
+    breaker.record_failure(second)  # an answer from the previous window: it must not free a slot of this one
+
+    assert breaker.state is BreakerState.OPEN
+    ticker.now += 30.0
+    assert all(p is not None for p in held)
+    assert sum(breaker.admit() is not None for _ in range(10)) == 2
+
+
+def test_a_closed_breaker_admits_everyone(breaker: CircuitBreaker) -> None:
+    assert all(breaker.admit() is not None for _ in range(1000))

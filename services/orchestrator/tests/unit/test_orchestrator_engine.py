@@ -27,7 +27,7 @@ from orchestrator.domain import errors
 from orchestrator.domain.breaker import BreakerPolicy, BreakerState
 from orchestrator.domain.definition import Call, SagaDefinition
 from orchestrator.domain.model import LIVE, Event, OnTimeout, Saga, SagaStatus, StepStatus
-from orchestrator.engine import Breakers, Engine
+from orchestrator.engine import Breakers, Engine, EngineConfig
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 TTL = timedelta(seconds=30)
@@ -111,7 +111,14 @@ class FakeParticipants:
         self.script.setdefault((service, method), []).extend(outcomes)
 
     async def invoke(
-        self, call: Call, request: dict[str, Any], *, saga_id: str, idempotency_key: str, action_key: str | None
+        self,
+        call: Call,
+        request: dict[str, Any],
+        *,
+        saga_id: str,
+        idempotency_key: str,
+        action_key: str | None,
+        lease: ports.Lease | None = None,
     ) -> dict[str, Any]:
         target = (call.service, call.method)
         invocation = Invocation(*target, request, saga_id, idempotency_key, action_key, self._clock.monotonic())
@@ -196,7 +203,7 @@ class FakeRepository:
         self._persist(row, row.fence)
         return ports.Claimed(row.saga, ports.Lease(saga_id, owner_id, row.fence), None)
 
-    async def release(self, lease: ports.Lease) -> None:
+    async def release(self, lease: ports.Lease, *, clean: bool = True) -> None:
         try:
             row = self._check(lease)
         except errors.LeaseLost:
@@ -258,7 +265,7 @@ def breakers(clock: FakeClock) -> Breakers:
 
 @pytest.fixture
 def engine(repo: FakeRepository, participants: FakeParticipants, clock: FakeClock, breakers: Breakers) -> Engine:
-    return Engine(repo, participants, clock, breakers, rand=lambda: 0.5)  # type: ignore[arg-type]
+    return Engine(repo, participants, clock, breakers, EngineConfig(lease_ttl=TTL), rand=lambda: 0.5)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -895,7 +902,7 @@ class PausingRepository(FakeRepository):
 @pytest.fixture
 def pausing(clock: FakeClock, participants: FakeParticipants, breakers: Breakers) -> tuple[PausingRepository, Engine]:
     repository = PausingRepository()
-    return repository, Engine(repository, participants, clock, breakers, rand=lambda: 0.5)  # type: ignore[arg-type]
+    return repository, Engine(repository, participants, clock, breakers, EngineConfig(lease_ttl=TTL), rand=lambda: 0.5)  # type: ignore[arg-type]
 
 
 async def test_an_owner_paused_past_its_lease_after_a_save_makes_no_further_call(
@@ -1012,7 +1019,7 @@ async def test_a_resumed_saga_runs_to_completion_under_its_original_trace(
 ) -> None:
     saga, lease = await start_saga(repo, clock)
     saga.trace_context = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
-    await engine.run(saga, lease, asyncio.Event(), resumed=True)
+    await engine.run(saga, lease, asyncio.Event(), resumed=True, in_doubt=True)
     assert saga.status is SagaStatus.COMPLETED
     assert len(participants.calls) == 4
 
@@ -1236,7 +1243,7 @@ async def test_a_resumed_run_counts_the_attempt_its_predecessor_may_have_made(
     engine: Engine, repo: FakeRepository, participants: FakeParticipants, clock: FakeClock
 ) -> None:
     saga, lease = await start_saga(repo, clock)
-    await engine.run(saga, lease, asyncio.Event(), resumed=True)
+    await engine.run(saga, lease, asyncio.Event(), resumed=True, in_doubt=True)
 
     assert saga.status is SagaStatus.COMPLETED
     assert saga.steps[0].attempts == 2, "the first step's attempt before the takeover is spent"
@@ -1249,7 +1256,7 @@ async def test_a_saga_that_keeps_losing_its_owners_mid_call_still_runs_out_of_re
 ) -> None:
     saga, lease = await start_saga(repo, clock)
     saga.steps[0].attempts = 4  # three takeovers already spent the default budget of 3 retries
-    await engine.run(saga, lease, asyncio.Event(), resumed=True)
+    await engine.run(saga, lease, asyncio.Event(), resumed=True, in_doubt=True)
 
     assert "CreateOrder" not in participants.methods(), "no fifth attempt"
     assert participants.methods() == ["CancelOrder"], "the unknown outcome is compensated"

@@ -17,6 +17,7 @@ from typing import Any, Final
 import asyncpg
 
 from inventory_service import domain, ports
+from servicekit import failpoints
 
 # Serializes every transaction about one action idempotency key (a ReserveStock with that key, or a
 # ReleaseStock undoing it) until commit or rollback. It must be a statement of its own, the first of the
@@ -191,9 +192,12 @@ class PostgresInventory:
 
     @contextlib.asynccontextmanager
     async def action(self, action_idempotency_key: str) -> AsyncIterator[ports.ActionSession]:
-        async with self._pool.acquire() as connection, connection.transaction():
-            await connection.execute(_LOCK_ACTION_KEY, action_idempotency_key)
-            yield _Session(connection)
+        async with self._pool.acquire() as connection:
+            async with connection.transaction():
+                await connection.execute(_LOCK_ACTION_KEY, action_idempotency_key)
+                yield _Session(connection)
+                await failpoints.hit("inventory.before_commit")
+            await failpoints.hit("inventory.after_commit")
 
     async def get_reservation(self, reservation_id: uuid.UUID) -> domain.Reservation | None:
         row = await self._pool.fetchrow(_FIND_RESERVATION_BY_ID, reservation_id)

@@ -19,6 +19,7 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from orchestrator import ports
 from orchestrator.domain import errors
 from orchestrator.domain.definition import Call
 from sagaline_contracts.inventory.v1 import inventory_pb2, inventory_pb2_grpc
@@ -67,6 +68,13 @@ def translate(exc: grpc.aio.AioRpcError) -> errors.StepError:
     return errors.PermanentStepError(message, code.name)
 
 
+def _caller(lease: ports.Lease | None) -> tuple[tuple[str, str], ...] | None:
+    """Who sends the call, under which fence: lets a participant (or a fault test) tell a stale owner's call."""
+    if lease is None:
+        return None
+    return (("sagaline-owner", lease.owner_id), ("sagaline-fence", str(lease.fence)))
+
+
 class GrpcParticipants:
     """The Participants port over one channel per service."""
 
@@ -76,7 +84,14 @@ class GrpcParticipants:
         self._stubs = {key: m.stub(self._channels[key[0]]) for key, m in METHODS.items() if key[0] in self._channels}
 
     async def invoke(
-        self, call: Call, request: dict[str, Any], *, saga_id: str, idempotency_key: str, action_key: str | None
+        self,
+        call: Call,
+        request: dict[str, Any],
+        *,
+        saga_id: str,
+        idempotency_key: str,
+        action_key: str | None,
+        lease: ports.Lease | None = None,
     ) -> dict[str, Any]:
         method = METHODS[(call.service, call.method)]
         fields = {**request, "idempotency_key": idempotency_key, "saga_id": saga_id}
@@ -85,7 +100,9 @@ class GrpcParticipants:
         message = json_format.ParseDict(fields, method.request())
         rpc = getattr(self._stubs[(call.service, call.method)], call.method)
         try:
-            response = await rpc(message, timeout=call.timeout.total_seconds(), wait_for_ready=False)
+            response = await rpc(
+                message, timeout=call.timeout.total_seconds(), wait_for_ready=False, metadata=_caller(lease)
+            )
         except grpc.aio.AioRpcError as exc:
             raise translate(exc) from exc
         except TimeoutError as exc:  # pragma: no cover - grpc reports timeouts as DEADLINE_EXCEEDED

@@ -10,11 +10,13 @@ statement that changes state; zero rows means the lease is gone and the owner mu
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, ParamSpec, TypeVar
 
 import asyncpg
 
@@ -22,19 +24,45 @@ from orchestrator import ports
 from orchestrator.domain import errors
 from orchestrator.domain.definition import Registry
 from orchestrator.domain.model import LIVE, Event, OnTimeout, Saga, SagaStatus, Step, StepStatus
+from servicekit import db
 
 _LIVE: Final = [s.value for s in LIVE]
-# Errors meaning "the database is unreachable right now" rather than "this statement is wrong".
-UNAVAILABLE: Final = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    asyncpg.ObjectNotInPrerequisiteStateError,
-)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """The orchestrator's one translation of database errors, applied at every repository method.
+
+    What servicekit classifies as transient (unreachable, cancelled, terminated, too many connections,
+    deadlock, serialization failure, read-only after failover) becomes `StoreUnavailable`, which callers
+    retry (the engine repeats the same fenced save) or answer with 503; anything else is a bug and
+    propagates as it is.
+    """
+    try:
+        yield
+    except Exception as exc:
+        if db.transient(exc):
+            raise errors.StoreUnavailable(f"{what}: {exc!r}") from exc
+        raise
+
+
+def _store(what: str) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R]]]:
+    """Decorate a repository method with the one translation of database errors."""
+
+    def decorate(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+        @functools.wraps(method)
+        async def translated(*args: P.args, **kwargs: P.kwargs) -> R:
+            with _translated(what):
+                return await method(*args, **kwargs)
+
+        return translated
+
+    return decorate
+
 
 # Acceptance in one statement: the client's Idempotency-Key, the saga (owned at once, fence 1, by the
 # accepting instance when $10 is not null), its steps and its first events. Everything else hangs off
@@ -83,16 +111,17 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)"""
 # the state change cannot be separated, and the row lock makes a concurrent claim wait for this
 # statement. The changed steps and the new events are written only through the `owned` row, so a
 # refused checkpoint writes nothing at all. An expired lease is never written through, even if
-# nobody has taken the saga yet. Each checkpoint renews the lease; a terminal one releases it.
+# nobody has taken the saga yet. Each checkpoint renews the lease; a terminal one releases it. The
+# revision ($25) makes a repeated save (after an unknown outcome) match nothing once the first landed.
 SAVE: Final = """
 WITH owned AS (
     UPDATE sagas
     SET status = $4, context = $5::jsonb, error = $6, next_attempt_at = coalesce($7, next_attempt_at),
-        updated_at = clock_timestamp(),
+        updated_at = clock_timestamp(), revision = revision + 1,
         finished_at = CASE WHEN $8 THEN clock_timestamp() END,
         owner_id = CASE WHEN $8 THEN NULL ELSE owner_id END,
         lease_expires_at = CASE WHEN $8 THEN NULL ELSE clock_timestamp() + $9::interval END
-    WHERE id = $1 AND owner_id = $2 AND fence = $3 AND lease_expires_at > clock_timestamp()
+    WHERE id = $1 AND owner_id = $2 AND fence = $3 AND lease_expires_at > clock_timestamp() AND revision = $25
     RETURNING id, cancel_requested
 ), changed_steps AS (
     UPDATE saga_steps s
@@ -112,6 +141,10 @@ WITH owned AS (
     ORDER BY e.n
 )
 SELECT cancel_requested FROM owned"""
+
+# After a save matched nothing: did an earlier attempt of the same save commit? Only the holder of this
+# fence can have moved the revision past what the save expected (a new claim changes the fence).
+SAVED_BEFORE: Final = "SELECT cancel_requested FROM sagas WHERE id = $1 AND fence = $2 AND revision = $3"
 
 # Acquisition: due live sagas that nobody holds, or whose lease expired (database clock). SKIP LOCKED
 # lets instances poll concurrently without blocking on each other's rows; FOR UPDATE OF is on the saga
@@ -168,9 +201,12 @@ FROM unnest($3::uuid[], $4::bigint[]) AS l(id, fence)
 WHERE s.id = l.id AND s.fence = l.fence AND s.owner_id = $1 AND s.lease_expires_at > clock_timestamp()
 RETURNING s.id"""
 
-# Release is fenced too: a former owner can never release its successor's lease.
+# Release is fenced too: a former owner can never release its successor's lease. A clean release ($4,
+# between moves, no call in flight) clears the owner, so the next claimer knows no attempt was spent; a
+# release in doubt (a run cut mid-call) only ends the lease now and keeps the owner for the next claimer
+# to see, and that claimer counts the interrupted attempt.
 RELEASE: Final = """
-UPDATE sagas SET owner_id = NULL, lease_expires_at = NULL
+UPDATE sagas SET owner_id = CASE WHEN $4 THEN NULL ELSE owner_id END, lease_expires_at = clock_timestamp()
 WHERE id = $1 AND owner_id = $2 AND fence = $3
 RETURNING id"""
 
@@ -181,6 +217,7 @@ WHERE id = $1 AND status = ANY($2::text[])
 RETURNING status, fence"""
 
 SELECT_STATUS: Final = "SELECT status FROM sagas WHERE id = $1"
+DATABASE_TIME: Final = "SELECT clock_timestamp()"
 SELECT_CANCEL: Final = "SELECT cancel_requested FROM sagas WHERE id = $1"
 
 SELECT_SAGA: Final = "SELECT * FROM sagas WHERE id = $1"
@@ -219,6 +256,7 @@ class PostgresSagaRepository:
 
     # -- creation ----------------------------------------------------------------------------------------
 
+    @_store("start saga")
     async def create(
         self, saga: Saga, key: str, request_hash: str, owner_id: str | None, ttl: timedelta
     ) -> ports.Created:
@@ -242,6 +280,7 @@ class PostgresSagaRepository:
         lease = ports.Lease(saga.id, owner_id, 1) if owner_id else None
         return ports.Created(saga.id, created=True, lease=lease)
 
+    @_store("read idempotency key")
     async def key_hash(self, key: str) -> tuple[str, str] | None:
         row = await self._pool.fetchrow(SELECT_KEY, key)
         return None if row is None else (row["request_hash"], str(row["saga_id"]))
@@ -249,13 +288,14 @@ class PostgresSagaRepository:
     # -- the owner's writes ----------------------------------------------------------------------------
 
     async def save(self, saga: Saga, lease: ports.Lease, ttl: timedelta) -> bool:
-        steps, events = saga.take_dirty_steps(), saga.take_events()
-        try:
+        steps, events = saga.unsaved()
+        with _translated(f"checkpoint of saga {saga.id} not confirmed"):
             cancel = await self._checkpoint(saga, lease, ttl, steps, events)
-        except UNAVAILABLE as exc:
-            raise errors.StoreUnavailable(f"checkpoint of saga {saga.id} not confirmed: {exc!r}") from exc
+            if cancel is None:
+                cancel = await self._pool.fetchval(SAVED_BEFORE, uuid.UUID(saga.id), lease.fence, saga.revision + 1)
         if cancel is None:
             raise errors.LeaseLost(f"saga {saga.id}: fence {lease.fence} of {lease.owner_id} no longer holds")
+        saga.saved()
         return bool(cancel)
 
     async def _checkpoint(
@@ -269,9 +309,10 @@ class PostgresSagaRepository:
             [_dumps(s.request) for s in steps], [_dumps(s.response) for s in steps], [s.error for s in steps],
             [s.started_at for s in steps], [s.finished_at for s in steps],
             [e.kind for e in events], [e.step for e in events], [e.from_status for e in events],
-            [e.to_status for e in events], [_dumps(e.detail) for e in events],
+            [e.to_status for e in events], [_dumps(e.detail) for e in events], saga.revision,
         )  # fmt: skip
 
+    @_store("claim sagas")
     async def claim(self, owner_id: str, ttl: timedelta, limit: int, exclude: Sequence[str]) -> list[ports.Claimed]:
         excluded = [uuid.UUID(s) for s in exclude]
         async with self._pool.acquire() as conn, conn.transaction():
@@ -281,6 +322,7 @@ class PostgresSagaRepository:
             )
             return await self._claimed(conn, rows)
 
+    @_store("claim saga")
     async def claim_one(self, saga_id: str, owner_id: str, ttl: timedelta) -> ports.Claimed | None:
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(CLAIM_ONE, owner_id, ttl, uuid.UUID(saga_id))
@@ -305,26 +347,32 @@ class PostgresSagaRepository:
         )
         return claimed
 
-    async def renew(self, owner_id: str, leases: Sequence[ports.Lease], ttl: timedelta) -> set[str]:
+    @_store("renew leases")
+    async def renew(self, owner_id: str, leases: Sequence[ports.Lease], ttl: timedelta) -> ports.Renewal:
         if not leases:
-            return set()
+            return ports.Renewal(frozenset(), frozenset())
         rows = await self._pool.fetch(
             RENEW, owner_id, ttl, [uuid.UUID(le.saga_id) for le in leases], [le.fence for le in leases]
         )
-        missed = [uuid.UUID(le.saga_id) for le in leases if uuid.UUID(le.saga_id) not in {r["id"] for r in rows}]
+        renewed = frozenset(str(r["id"]) for r in rows)
+        missed = [uuid.UUID(le.saga_id) for le in leases if le.saga_id not in renewed]
         if not missed:
-            return set()
-        return {str(r["id"]) for r in await self._pool.fetch(STILL_LIVE, missed, _LIVE)}
+            return ports.Renewal(renewed, frozenset())
+        lost = frozenset(str(r["id"]) for r in await self._pool.fetch(STILL_LIVE, missed, _LIVE))
+        return ports.Renewal(renewed, lost)
 
-    async def release(self, lease: ports.Lease) -> None:
+    @_store("release lease")
+    async def release(self, lease: ports.Lease, *, clean: bool = True) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
-            released = await conn.fetchval(RELEASE, uuid.UUID(lease.saga_id), lease.owner_id, lease.fence)
+            released = await conn.fetchval(RELEASE, uuid.UUID(lease.saga_id), lease.owner_id, lease.fence, clean)
             if released is not None:
+                detail = "{}" if clean else '{"in_doubt":true}'
                 await conn.execute(
                     INSERT_EVENT, uuid.UUID(lease.saga_id), lease.fence, lease.owner_id, "lease_released",
-                    None, None, None, "{}",
+                    None, None, None, detail,
                 )  # fmt: skip
 
+    @_store("request cancel")
     async def request_cancel(self, saga_id: str) -> str | None:
         sid = uuid.UUID(saga_id)
         async with self._pool.acquire() as conn, conn.transaction():
@@ -336,15 +384,20 @@ class PostgresSagaRepository:
 
     # -- reads for the API and for operations ------------------------------------------------------------
 
+    @_store("read cancel flag")
     async def cancel_requested(self, saga_id: str) -> bool:
-        try:
-            return bool(await self._pool.fetchval(SELECT_CANCEL, uuid.UUID(saga_id)))
-        except UNAVAILABLE as exc:
-            raise errors.StoreUnavailable(f"cannot read the cancel flag of saga {saga_id}: {exc!r}") from exc
+        return bool(await self._pool.fetchval(SELECT_CANCEL, uuid.UUID(saga_id)))
 
+    @_store("read the database clock")
+    async def database_time(self) -> datetime:
+        """The database's clock (`clock_timestamp()`), the one clock every time rule is decided on."""
+        return await self._pool.fetchval(DATABASE_TIME)  # type: ignore[no-any-return]
+
+    @_store("read saga status")
     async def status(self, saga_id: str) -> str | None:
         return await self._pool.fetchval(SELECT_STATUS, uuid.UUID(saga_id))  # type: ignore[no-any-return]
 
+    @_store("read saga")
     async def get_view(self, saga_id: str) -> dict[str, Any] | None:
         """The saga, its steps and its history, as plain data."""
         sid = uuid.UUID(saga_id)
@@ -356,6 +409,7 @@ class PostgresSagaRepository:
             events = await conn.fetch(SELECT_EVENTS, sid)
         return {**_saga_view(row), "steps": [_step_view(s) for s in steps], "events": [_event_view(e) for e in events]}
 
+    @_store("list sagas")
     async def list_view(
         self, status: str | None, saga_type: str | None, limit: int, cursor: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
@@ -366,16 +420,19 @@ class PostgresSagaRepository:
         following = encode_cursor(page[-1]["created_at"], page[-1]["id"]) if len(rows) > limit else None
         return [_saga_view(r) for r in page], following
 
+    @_store("read saga statistics")
     async def stats(self) -> tuple[float, int]:
         """(age in seconds of the oldest live saga, number of FAILED sagas)."""
         row = await self._pool.fetchrow(STATS, _LIVE)
         return float(row["oldest"] or 0.0), int(row["failed"] or 0)
 
+    @_store("purge idempotency keys")
     async def purge_expired_keys(self) -> int:
         """Forget client idempotency keys past their retention."""
         result = await self._pool.execute(PURGE_KEYS)
         return int(result.split()[-1])
 
+    @_store("load saga")
     async def load(self, saga_id: str) -> Saga | None:
         """The aggregate, unowned (for tests and tools)."""
         sid = uuid.UUID(saga_id)
@@ -400,6 +457,7 @@ class PostgresSagaRepository:
             trace_context=_loads(row["trace_context"]) or {},
             created_at=row["created_at"],
             next_attempt_at=row["next_attempt_at"],
+            revision=row["revision"],
         )
         return saga
 

@@ -4,6 +4,7 @@ Saga:  PENDING -> EXECUTING -> COMPLETED
                   EXECUTING -> COMPENSATING -> COMPENSATED
                   EXECUTING -> FAILED (deadline with on_timeout=fail)
                   COMPENSATING -> FAILED (compensation exhausted; needs a person) -> COMPENSATING (admin retry)
+                  EXECUTING -> FAILED (parked at the point of no return) -> EXECUTING (admin retry, forward only)
 Step:  PENDING -> EXECUTING -> SUCCEEDED | FAILED
        SUCCEEDED | FAILED | EXECUTING -> COMPENSATING -> COMPENSATED | COMPENSATION_FAILED -> COMPENSATING
 
@@ -69,7 +70,7 @@ SAGA_TRANSITIONS: Final[dict[SagaStatus, frozenset[SagaStatus]]] = {
     SagaStatus.PENDING: frozenset({SagaStatus.EXECUTING, SagaStatus.COMPENSATING}),
     SagaStatus.EXECUTING: frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATING, SagaStatus.FAILED}),
     SagaStatus.COMPENSATING: frozenset({SagaStatus.COMPENSATED, SagaStatus.FAILED}),
-    SagaStatus.FAILED: frozenset({SagaStatus.COMPENSATING}),
+    SagaStatus.FAILED: frozenset({SagaStatus.COMPENSATING, SagaStatus.EXECUTING}),
     SagaStatus.COMPLETED: frozenset(),
     SagaStatus.COMPENSATED: frozenset(),
 }
@@ -137,6 +138,9 @@ class Saga:
     trace_context: dict[str, str] = field(default_factory=dict)
     created_at: datetime | None = None
     next_attempt_at: datetime | None = None
+    # Checkpoints saved so far: a save expects this number and the store bumps it, so a save retried
+    # after an unknown outcome can tell "my earlier attempt committed" from "the lease is gone".
+    revision: int = 0
     _events: list[Event] = field(default_factory=list, repr=False)
     _dirty: set[int] = field(default_factory=set, repr=False)
 
@@ -193,6 +197,20 @@ class Saga:
         dirty = [self.steps[i] for i in sorted(self._dirty)]
         self._dirty.clear()
         return dirty
+
+    def unsaved(self) -> tuple[list[Step], list[Event]]:
+        """The changed steps and new events since the last confirmed save, kept until `saved` is called.
+
+        A save whose outcome is unknown (the connection broke around the commit) sends the same changes
+        again, so nothing is lost and nothing is recorded twice.
+        """
+        return [self.steps[i] for i in sorted(self._dirty)], list(self._events)
+
+    def saved(self) -> None:
+        """The store confirmed the checkpoint of `unsaved()`: forget those changes, count the revision."""
+        self._events.clear()
+        self._dirty.clear()
+        self.revision += 1
 
     # -- questions -----------------------------------------------------------------------------------
 
@@ -305,9 +323,23 @@ class Saga:
         self.transition(SagaStatus.FAILED, reason)
 
     def retry_failed(self, now: datetime) -> None:
-        """Admin retry of a FAILED saga: resume its compensation with fresh compensation budgets."""
+        """Admin retry of a FAILED saga, in the only direction still honest.
+
+        Parked at or past the point of no return (a forward-only step was executing: its effect may
+        already be final), the saga resumes forward with a fresh budget for that step; compensating it
+        would refund and release what a confirmed order still needs. Otherwise its compensation resumes
+        with fresh compensation budgets.
+        """
         if self.status is not SagaStatus.FAILED:
             raise errors.StateConflict(f"saga {self.id} is {self.status}; only FAILED sagas can be retried")
+        if self.past_point_of_no_return():
+            step = self.current
+            assert step is not None  # noqa: S101 - past_point_of_no_return implies an executing step
+            self.transition(SagaStatus.EXECUTING, "retried by an admin: past the point of no return, forward only")
+            self.note("retry_scheduled", step, attempt=1, error=step.error, at=now.isoformat(), compensation=False)
+            step.attempts, step.next_attempt_at, self.next_attempt_at = 1, now, now
+            self.error = None
+            return
         self.transition(SagaStatus.COMPENSATING, "retried by an admin")
         for step in reversed(self.steps):
             compensable = self.definition.step(step.position).compensation is not None

@@ -14,6 +14,7 @@ from typing import Any, Final
 import asyncpg
 
 from order_service import domain
+from servicekit import failpoints
 
 # Serializes every transaction that locks the same (operation, key) until the holder commits or rolls
 # back. A 64-bit hash of the name: a collision only makes two unrelated keys wait for each other.
@@ -171,8 +172,11 @@ class PostgresOrderStore:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresTransaction]:
         """A connection from the pool with a transaction open: commit on exit, roll back on error."""
-        async with self._pool.acquire() as connection, connection.transaction():
-            yield PostgresTransaction(connection)
+        async with self._pool.acquire() as connection:
+            async with connection.transaction():
+                yield PostgresTransaction(connection)
+                await failpoints.hit("order.before_commit")
+            await failpoints.hit("order.after_commit")
 
     async def get(self, order_id: uuid.UUID) -> domain.Order | None:
         return _order(await self._pool.fetchrow(SELECT_ORDER_BY_ID, order_id))

@@ -13,6 +13,7 @@ from typing import Any, Final
 import asyncpg
 
 from payment_service import domain
+from servicekit import failpoints
 
 # The two-int4 advisory lock space never overlaps the one-bigint space (used by the migration runner);
 # this first int scopes our locks to ProcessPayment keys.
@@ -165,8 +166,11 @@ class PostgresLedger:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresTransaction]:
-        async with self._pool.acquire() as connection, connection.transaction():
-            yield PostgresTransaction(connection)
+        async with self._pool.acquire() as connection:
+            async with connection.transaction():
+                yield PostgresTransaction(connection)
+                await failpoints.hit("payment.before_commit")
+            await failpoints.hit("payment.after_commit")
 
     async def get_payment(self, payment_id: uuid.UUID) -> domain.Payment | None:
         row = await self._pool.fetchrow(_GET_PAYMENT, payment_id)
