@@ -9,7 +9,7 @@ UV := $(BOOT)/bin/uv
 endif
 RUN := $(VENV)/bin
 
-.PHONY: sync up test test-fast test-slow lint proto proto-check bench demo check clean
+.PHONY: sync up test test-fast test-slow lint proto proto-check bench chaos demo check clean
 
 $(BOOT)/bin/uv:
 	@mkdir -p .data
@@ -43,6 +43,9 @@ proto: sync  ## regenerate libs/contracts from the protos
 
 bench: sync  ## throughput and latency against a stack the benchmark starts itself
 	$(RUN)/python -m bench
+
+chaos: sync  ## the whole fault battery (about 15 minutes), writes docs/reliability.md
+	$(RUN)/python -m sagaline.chaos
 
 demo: sync  ## one saga of each outcome against a running stack
 	$(RUN)/sagaline demo

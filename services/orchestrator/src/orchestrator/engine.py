@@ -63,7 +63,7 @@ class Breakers:
 class EngineConfig:
     """Lease TTL (each save renews it), the longest single in-process wait, and the backoff of a save retry."""
 
-    lease_ttl: timedelta = timedelta(seconds=5)
+    lease_ttl: timedelta = timedelta(seconds=4)
     max_wait: float = 1.0
     save_retry_first: float = 0.05
     save_retry_max: float = 1.0

@@ -35,10 +35,10 @@ log = logging.get_logger(__name__)
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    """Ownership timing and capacity (defaults recover a killed instance's sagas within about 7 s)."""
+    """Ownership timing and capacity (the defaults claim a killed instance's sagas within 4.5 s)."""
 
-    lease_ttl: timedelta = timedelta(seconds=5)
-    poll_interval: timedelta = timedelta(seconds=1)
+    lease_ttl: timedelta = timedelta(seconds=4)
+    poll_interval: timedelta = timedelta(milliseconds=500)
     max_concurrent: int = 500
     claim_batch: int = 100
     housekeeping_interval: timedelta = timedelta(seconds=15)
