@@ -44,8 +44,8 @@ proto: sync  ## regenerate libs/contracts from the protos
 bench: sync  ## throughput and latency against a stack the benchmark starts itself
 	$(RUN)/python -m bench
 
-chaos: sync  ## the whole fault battery (about 15 minutes), writes docs/reliability.md
-	$(RUN)/python -m sagaline.chaos
+chaos: sync  ## the whole fault battery (about 20 minutes; restarts the local PostgreSQL), writes docs/reliability.md
+	SAGALINE_CHAOS_RESTART_SERVER=1 $(RUN)/python -m sagaline.chaos
 
 demo: sync  ## one saga of each outcome against a running stack
 	$(RUN)/sagaline demo

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import uuid
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
@@ -17,6 +18,7 @@ import uvloop
 from sagaline import check as checker
 from sagaline import demo as demos
 from sagaline import pg, stack
+from servicekit import tls
 
 app = typer.Typer(help="Sagaline: a distributed saga orchestrator.", no_args_is_help=True, add_completion=False)
 saga_app = typer.Typer(help="Start, inspect, retry and cancel sagas through the REST API.", no_args_is_help=True)
@@ -41,18 +43,26 @@ def _topology(prefix: str = "") -> stack.Topology:
     return stack.Topology(url)
 
 
+CertsOption = Annotated[
+    Path | None,
+    typer.Option("--certs", envvar=stack.CERTS_DIR_ENV, help="mutual TLS on gRPC with the files `sagaline certs` made"),
+]
+
+
 @app.command()
-def up(orchestrators: Annotated[int, typer.Option(min=1, max=8)] = 2) -> None:
+def up(orchestrators: Annotated[int, typer.Option(min=1, max=8)] = 2, certs: CertsOption = None) -> None:
     """Find or start PostgreSQL, migrate, seed, and run 3 services + N orchestrators until Ctrl-C."""
+    if certs is not None and not (certs / "ca.crt").is_file():
+        raise typer.BadParameter(f"{certs} holds no ca.crt: run `sagaline certs {certs}` first", param_hint="--certs")
     topology = _topology()
     topology.orchestrator_ports = [8080 + i for i in range(orchestrators)]
     topology.debug_ports = [6060 + i for i in range(orchestrators)]
-    uvloop.run(_up(topology))
+    uvloop.run(_up(topology, certs))
 
 
-async def _up(topology: stack.Topology) -> None:
+async def _up(topology: stack.Topology, certs: Path | None) -> None:
     await stack.prepare(topology)
-    supervisor = stack.Supervisor(topology)
+    supervisor = stack.Supervisor(topology, extra_env={stack.CERTS_DIR_ENV: str(certs)} if certs else None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -63,6 +73,39 @@ async def _up(topology: stack.Topology) -> None:
     await stop.wait()
     codes = await supervisor.stop()
     raise typer.Exit(0 if all(c == 0 for c in codes.values()) else 1)
+
+
+@app.command()
+def certs(
+    directory: Annotated[Path, typer.Argument(help="where the certificates, keys and ca.crt go")],
+    ca_dir: Annotated[Path | None, typer.Option(help="where the CA key is kept (default: DIRECTORY)")] = None,
+    new_ca: Annotated[bool, typer.Option(help="replace the CA: certificates it signed stop being trusted")] = False,
+    san: Annotated[list[str] | None, typer.Option(help="one more name for every server certificate")] = None,
+    days: Annotated[int, typer.Option(min=1, max=3650, help="validity of the issued certificates")] = 365,
+) -> None:
+    """Make a development CA, a server certificate per participant and the orchestrators' client certificate.
+
+    An existing CA is reused (run again to rotate the certificates without changing trust); keys are 0600.
+    """
+    authority_dir = ca_dir or directory
+    try:
+        authority = tls.Issued(authority_dir / "ca.crt", authority_dir / "ca.key")
+        if new_ca or not (authority.cert.is_file() and authority.key.is_file()):
+            authority = tls.create_authority(authority_dir, "Sagaline development CA")
+            typer.echo(f"created CA {authority.cert} (key {authority.key})")
+        else:
+            typer.echo(f"reusing CA {authority.cert}")
+        if authority_dir.resolve() != directory.resolve():
+            tls.publish(authority.cert, directory / "ca.crt")
+        issued = [tls.issue(authority, directory, s, "server", ["localhost", "127.0.0.1", *(san or [])], days)
+                  for s in stack.SERVICES]  # fmt: skip
+        issued.append(tls.issue(authority, directory, stack.CLIENT_CERT, "client", days=days))
+    except (tls.PkiError, OSError) as exc:
+        typer.echo(f"certs: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    for item in issued:
+        typer.echo(f"issued {item.cert} (key {item.key})")
+    typer.echo(f"use: sagaline up --certs {directory}, or the SAGALINE_*TLS__* variables (docs/security.md)")
 
 
 @app.command()

@@ -29,6 +29,9 @@ from payment_service import bootstrap as payment
 from sagaline import pg
 
 SERVICES: Final = ("order", "payment", "inventory")
+# A directory `sagaline certs` wrote: with it every child speaks mutual TLS on the internal gRPC calls.
+CERTS_DIR_ENV: Final = "SAGALINE_CERTS_DIR"
+CLIENT_CERT: Final = "orchestrator"  # the name of the orchestrators' client certificate in that directory
 _MIGRATE = {"saga_orchestrator": orchestrator.migrate, "order_service": order.migrate,
             "payment_service": payment.migrate, "inventory_service": inventory.migrate}  # fmt: skip
 _SEED = {"order_service": order.seed, "payment_service": payment.seed, "inventory_service": inventory.seed}
@@ -118,6 +121,22 @@ class Topology:
         return env
 
 
+def tls_env(certs_dir: str, process: str) -> dict[str, str]:
+    """The TLS variables of one child (`orchestrator` or a participant) from the files `sagaline certs` wrote.
+
+    Layout: `ca.crt` for everyone, `<participant>.crt`/`.key` (server certificates) and `orchestrator.crt`/
+    `.key` (the client certificate every orchestrator instance presents).
+    """
+    directory = os.path.abspath(certs_dir)
+    name = CLIENT_CERT if process == "orchestrator" else process
+    prefix = "SAGALINE_TLS__" if process == "orchestrator" else f"SAGALINE_{process.upper()}_TLS__"
+    return {
+        f"{prefix}CERT_FILE": os.path.join(directory, f"{name}.crt"),
+        f"{prefix}KEY_FILE": os.path.join(directory, f"{name}.key"),
+        f"{prefix}CA_FILE": os.path.join(directory, "ca.crt"),
+    }
+
+
 async def prepare(topology: Topology, *, seed: bool = True, out: TextIO = sys.stdout) -> None:
     """Create the four databases if missing, migrate them, and seed the demo data."""
     for role, name in topology.databases.items():
@@ -158,18 +177,27 @@ class Supervisor:
         out: TextIO = sys.stdout,
         log_format: str = "console",
     ) -> None:
-        """Prepare (not start) the children for topology."""
+        """Prepare (not start) the children for topology.
+
+        Local defaults, each overridable by the environment: auth off and gRPC reflection on, which is
+        safe because every port binds to `topology.host` (loopback unless changed). With
+        `SAGALINE_CERTS_DIR` (in extra_env or the environment) every child gets its TLS files from there.
+        """
         base = {**os.environ, **(extra_env or {})}
+        certs = base.get(CERTS_DIR_ENV)
         self.out, self._restart_delay, self.topology = out, restart_delay, topology
         self._stopping = False
         self.children: dict[str, Child] = {}
         for service in SERVICES:
             env = {**base, f"SAGALINE_{service.upper()}_LOG__FORMAT": log_format, **topology.service_env(service)}
+            env.setdefault(f"SAGALINE_{service.upper()}_GRPC_REFLECTION", "true")
+            env.update(tls_env(certs, service) if certs else {})
             url = f"http://{topology.host}:{topology.http_ports[service]}/readyz"
             self.children[service] = Child(service, f"{service}_service", env, url)
         for i in range(len(topology.orchestrator_ports)):
             env = {**base, "SAGALINE_LOG__FORMAT": log_format, **topology.orchestrator_env(i)}
             env.setdefault("SAGALINE_AUTH", "off")
+            env.update(tls_env(certs, "orchestrator") if certs else {})
             name = f"orchestrator-{i + 1}"
             self.children[name] = Child(name, "orchestrator", env, f"{topology.orchestrator_url(i)}/livez")
         self._watchers: list[asyncio.Task[None]] = []

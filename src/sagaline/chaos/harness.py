@@ -322,7 +322,9 @@ class Harness:
                 continue  # counted in stale_calls
             else:
                 self.result.violations.append(violation)
-        self.result.notes += report.needs_person[:5]
+        reasons = dict(report.failed)
+        self.result.notes += [f"{line} (reason: {reasons.get(line.split()[2].rstrip(':'), '?')})"
+                              for line in report.needs_person[:5]]  # fmt: skip
 
     async def _recovery(self) -> list[float]:
         """Per fault window: seconds from its end until every saga in flight then had moved again."""

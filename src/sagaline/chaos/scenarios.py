@@ -9,7 +9,10 @@ passing the same seed.
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -36,7 +39,7 @@ class Scale:
 
 
 QUICK: Final = Scale("quick", seconds=6.0, kills=5, rate=8.0, rounds=1, takeover_goal=15.0)
-FULL: Final = Scale("full", seconds=20.0, kills=64, rate=12.0, rounds=4, takeover_goal=10.0)
+FULL: Final = Scale("full", seconds=30.0, kills=64, rate=12.0, rounds=4, takeover_goal=10.0)
 LEASE: Final = 4.0  # the default lease the battery proves
 
 Scenario = Callable[[str, Scale, int], Awaitable[Result]]
@@ -251,14 +254,50 @@ async def _outage(h: Harness, names: list[str], seconds: float) -> None:
             await h.admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
 
 
+def _local_cluster() -> list[str] | None:
+    """`pg_ctlcluster <version> <name>` for the machine's cluster on 5432, if this host runs one."""
+    if shutil.which("pg_ctlcluster") is None or shutil.which("pg_lsclusters") is None:
+        return None
+    listing = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True, check=False)  # noqa: S607
+    for line in listing.stdout.splitlines():
+        version, name, port, *_ = line.split()
+        if port == "5432":
+            return ["pg_ctlcluster", "--skip-systemctl-redirect", version, name]
+    return None
+
+
+async def server_restart(server: str, scale: Scale, seed: int) -> Result:
+    """The PostgreSQL server restarted under load, once with `-m fast` and once with `-m immediate` (a crash).
+
+    Restarting the server interrupts everything else using it, so this scenario runs only when asked
+    (`SAGALINE_CHAOS_RESTART_SERVER=1`, which `make chaos` sets) and only against the local cluster.
+    """
+    cluster = _local_cluster() if os.environ.get("SAGALINE_CHAOS_RESTART_SERVER") == "1" else None
+    async with Harness(server, "PostgreSQL restarted (fast, then immediate)", seed=seed) as h:
+
+        async def faults() -> None:
+            if cluster is None:
+                h.result.notes.append("skipped: set SAGALINE_CHAOS_RESTART_SERVER=1 with a local pg_ctlcluster")
+                return
+            for mode in ("fast", "immediate"):
+                async with h.window():
+                    await asyncio.to_thread(
+                        subprocess.run, [*cluster, "restart", "-m", mode], check=True, capture_output=True
+                    )
+                    h.fault()
+                await asyncio.sleep(5.0)
+
+        return await _under_load(h, scale, faults)
+
+
 async def statement_cancels(server: str, scale: Scale, seed: int) -> Result:
-    """Cancel a running statement of the stack every 20-50 ms (pg_cancel_backend, like statement_timeout)."""
-    async with Harness(server, "statement cancels every 20-50 ms", seed=seed) as h:
+    """Cancel every running statement of the stack every 5-20 ms (pg_cancel_backend, like statement_timeout)."""
+    async with Harness(server, "every running statement cancelled, every 5-20 ms", seed=seed) as h:
         names = list(h.topology.databases.values())
 
         async def faults() -> None:
             async with h.window():
-                await _every(h, scale.seconds, (0.02, 0.05), lambda: _signal_backends(h, names, cancel=True))
+                await _every(h, scale.seconds * 2, (0.005, 0.02), lambda: _signal_backends(h, names, cancel=True))
 
         return await _under_load(h, scale, faults)
 
@@ -275,11 +314,10 @@ async def terminated_backends(server: str, scale: Scale, seed: int) -> Result:
         return await _under_load(h, scale, faults)
 
 
+# Every statement of the stack running at that instant (usually none or one: they take milliseconds).
 _CANCEL_ONE: Final = """
-SELECT pg_cancel_backend(pid) AS hit FROM (
-  SELECT pid FROM pg_stat_activity
-  WHERE datname = ANY($1::text[]) AND pid <> pg_backend_pid() AND state = 'active'
-  ORDER BY random() LIMIT 1) p"""
+SELECT pg_cancel_backend(pid) AS hit FROM pg_stat_activity
+WHERE datname = ANY($1::text[]) AND pid <> pg_backend_pid() AND state = 'active'"""
 _TERMINATE_ONE: Final = """
 SELECT pg_terminate_backend(pid) AS hit FROM (
   SELECT pid FROM pg_stat_activity
@@ -511,6 +549,7 @@ ALL: Final[dict[str, Scenario]] = {
     "sigstop": sigstop,
     "stale-owner": stale_owner,
     "database-outage": database_outage,
+    "server-restart": server_restart,
     "statement-cancels": statement_cancels,
     "terminated-backends": terminated_backends,
     "lock-contention": lock_contention,

@@ -1,4 +1,8 @@
-"""gRPC client channels with client-side timing, a client span per call, and sane keepalive defaults."""
+"""gRPC client channels with client-side timing, a client span per call, and sane keepalive defaults.
+
+`channel` speaks mutual TLS when the caller's TLS settings hold certificates (see `servicekit.tls`) and
+plaintext otherwise; the choice is the configuration's, never a fallback after a failed handshake.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from typing import Any
 import grpc
 from opentelemetry import trace
 
-from servicekit import metrics, telemetry
+from servicekit import metrics, settings, telemetry, tls
 
 _tracer = trace.get_tracer("sagaline.servicekit.grpc")
 
@@ -63,3 +67,21 @@ class _TimingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[
 def insecure_channel(target: str) -> grpc.aio.Channel:
     """An insecure channel to target (`host:port`) with timing on every unary call."""
     return grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS, interceptors=[_TimingInterceptor()])
+
+
+def channel(target: str, security: settings.ClientTlsSettings | None = None, service: str = "") -> grpc.aio.Channel:
+    """A channel to target (`host:port`): mutual TLS when security holds certificates, else plaintext.
+
+    With `security.server_name` set, the server's certificate must name it (after `{service}` is
+    replaced by service) instead of the target's host.
+
+    Raises:
+        ConfigError: a certificate, key or CA file cannot be read.
+    """
+    if security is None or not security.enabled:
+        return insecure_channel(target)
+    options: list[tuple[str, str | int]] = [*_CHANNEL_OPTIONS]
+    if security.server_name:
+        options.append(("grpc.ssl_target_name_override", security.server_name.replace("{service}", service)))
+    credentials = tls.channel_credentials(security)
+    return grpc.aio.secure_channel(target, credentials, options=options, interceptors=[_TimingInterceptor()])

@@ -35,7 +35,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import trace
 
-from servicekit import db, logging, metrics, telemetry
+from servicekit import db, logging, metrics, settings, telemetry, tls
 
 log = logging.get_logger(__name__)
 _tracer = trace.get_tracer("sagaline.servicekit.grpc")
@@ -165,17 +165,38 @@ def _record(service: str, method: str, code: grpc.StatusCode, started: float) ->
 
 
 class GrpcServer:
-    """A grpc.aio server with the standard health service and reflection for the given services."""
+    """A grpc.aio server with the standard health service, optional reflection, and optional mutual TLS.
 
-    def __init__(self, host: str = "0.0.0.0", port: int = 0, interceptors: Iterable[Any] = ()) -> None:  # noqa: S104
-        """Create the server; `port=0` picks a free port, readable from `port` after `start`."""
+    With TLS settings that hold certificates the port speaks only mutual TLS: a caller without a client
+    certificate signed by the configured CA fails the handshake and never reaches a handler. Without,
+    the port is plaintext, and binding it to anything but loopback logs a warning at start. Reflection
+    lets anyone who can connect list every service, method and message: off unless asked for.
+    """
+
+    def __init__(
+        self,
+        host: str = "0.0.0.0",  # noqa: S104
+        port: int = 0,
+        interceptors: Iterable[Any] = (),
+        *,
+        tls: settings.TlsSettings | None = None,
+        reflection: bool = True,
+    ) -> None:
+        """Create the server; `port=0` picks a free port, readable from `port` after `start`.
+
+        `reflection` defaults to on for callers of this class (tests, tools); services pass their own
+        setting, which is off by default. TLS files are read by `start`, so a missing file fails there.
+        """
         global _journal
         if (directory := os.environ.get("SAGALINE_CALL_JOURNAL")) and _journal is None:
             _journal = _Journal(directory)
         self._server = grpc.aio.server(interceptors=[_ObservingInterceptor(), *interceptors])
         self._health = health_aio.HealthServicer()
         self._services: list[str] = []
+        self._host = host
         self._address = f"{host}:{port}"
+        self._tls = tls if tls is not None and tls.enabled else None
+        self._reflection = reflection
         self.port = port
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
 
@@ -189,13 +210,31 @@ class GrpcServer:
         self._services.append(full_name)
 
     async def start(self) -> int:
-        """Bind, start, and report every declared service as SERVING; returns the bound port."""
-        names = [*self._services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
-        reflection.enable_server_reflection(names, self._server)
-        self.port = self._server.add_insecure_port(self._address)
+        """Bind, start, and report every declared service as SERVING; returns the bound port.
+
+        Raises:
+            ConfigError: a TLS certificate, key or CA file cannot be read.
+        """
+        if self._reflection:
+            health = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+            reflection.enable_server_reflection([*self._services, health, reflection.SERVICE_NAME], self._server)
+        if self._tls is not None:
+            self.port = self._server.add_secure_port(self._address, tls.server_credentials(self._tls))
+        else:
+            self.port = self._server.add_insecure_port(self._address)
         await self._server.start()
         for name in ["", *self._services]:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        security = "mutual TLS" if self._tls is not None else "plaintext"
+        log.info(
+            "grpc listening", address=self._address, port=self.port, security=security, reflection=self._reflection
+        )
+        if self._tls is None and not tls.is_loopback(self._host):
+            log.warning(
+                "GRPC IS PLAINTEXT ON A NON-LOOPBACK INTERFACE: anyone who can reach this port can call every "
+                "method unauthenticated; configure tls.cert_file, tls.key_file and tls.ca_file",
+                address=self._address,
+            )
         return self.port
 
     async def stop(self, grace: float) -> None:

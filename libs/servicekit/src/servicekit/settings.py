@@ -206,6 +206,46 @@ class DebugSettings(BaseModel):
     port: int = Field(default=0, ge=0, le=65535)
 
 
+class TlsSettings(BaseModel):
+    """Mutual TLS on the internal gRPC calls: paths of PEM files, all three set or none (plaintext).
+
+    `cert_file` and `key_file` are this process's own certificate chain and private key; `ca_file` holds
+    the CA certificates it trusts to have signed the other side's certificate. Paths, not contents, so a
+    rotated file is picked up by a restart and the key never passes through the environment or the logs;
+    they are read when the server or channel is built, where an unreadable file stops the process.
+    """
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    ca_file: Path | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """True when certificates are configured (the validator guarantees all three or none)."""
+        return self.cert_file is not None
+
+    @model_validator(mode="after")
+    def _all_or_none(self) -> TlsSettings:
+        # Half a configuration (a cert without its CA) must not quietly fall back to plaintext.
+        given = {"cert_file": self.cert_file, "key_file": self.key_file, "ca_file": self.ca_file}
+        if any(v is not None for v in given.values()) and any(v is None for v in given.values()):
+            missing = ", ".join(name for name, value in given.items() if value is None)
+            raise ValueError(f"TLS needs cert_file, key_file and ca_file together; missing {missing}")
+        return self
+
+
+class ClientTlsSettings(TlsSettings):
+    """TLS of a gRPC client, which may check another name than the target's host in server certificates.
+
+    `server_name` replaces the host of the target when the server's certificate is verified, for
+    platforms whose internal host names are not known when certificates are made; `{service}` in it
+    stands for the name of the service called (`order`, ...), which `sagaline certs` puts in every server
+    certificate. Empty: the target's own host (`127.0.0.1`, `order`) must be in the certificate.
+    """
+
+    server_name: str = ""
+
+
 class ServiceSettings(BaseSettings):
     """What every Sagaline process is configured with; services subclass it and add their own."""
 

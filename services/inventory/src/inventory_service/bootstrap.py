@@ -16,6 +16,7 @@ import asyncpg
 from inventory_service import config, usecases
 from inventory_service.adapters import grpc_api, postgres
 from servicekit import db, grpc_server, health, http_server, lifecycle, logging, migrations
+from servicekit.settings import ConfigError
 
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parents[2] / "migrations"
 SERVICE: Final = "inventory"
@@ -74,7 +75,9 @@ async def start(settings: config.Settings) -> Running:
     """Build the service graph and start serving gRPC and the probes; ports 0 pick free ports."""
     pool = await db.create_pool(settings.database, application_name="inventory_service")
     readiness = health.DatabaseReadiness(pool)
-    grpc = grpc_server.GrpcServer(settings.grpc_host, settings.grpc_port)
+    grpc = grpc_server.GrpcServer(
+        settings.grpc_host, settings.grpc_port, tls=settings.tls, reflection=settings.grpc_reflection
+    )
     servicer = grpc_api.InventoryServicer(usecases.Inventory(postgres.PostgresInventory(pool)))
     grpc_api.register(grpc.server, servicer)
     grpc.add_service_name(grpc_api.SERVICE_NAME)
@@ -92,8 +95,12 @@ async def start(settings: config.Settings) -> Running:
 
 
 async def serve(settings: config.Settings, stop: asyncio.Event) -> int:
-    """Run the service until stop is set, then drain and close it; returns the exit code."""
-    running = await start(settings)
+    """Run the service until stop is set, then drain and close it; returns the exit code (2: bad TLS files)."""
+    try:
+        running = await start(settings)
+    except ConfigError as exc:
+        log.error("inventory service cannot start", error=str(exc))
+        return 2
     await stop.wait()
     await running.stop()
     return 0

@@ -21,4 +21,10 @@ class Settings(settings.ServiceSettings):
     grpc_host: str = "0.0.0.0"  # noqa: S104 - services listen on all interfaces in containers
     grpc_port: int = Field(default=50053, ge=0, le=65535)
     http_port: int = Field(default=9103, ge=0, le=65535)
+    # Mutual TLS on the gRPC port when certificates are set (SAGALINE_INVENTORY_TLS__CERT_FILE, __KEY_FILE,
+    # __CA_FILE); callers then need a client certificate from that CA. Plaintext otherwise.
+    tls: settings.TlsSettings = settings.TlsSettings()
+    # Reflection lists every method and message to anyone who can connect: off unless asked for
+    # (`sagaline up` turns it on for local exploration with grpcurl).
+    grpc_reflection: bool = False
     default_database_url: ClassVar[str] = DEFAULT_DATABASE_URL

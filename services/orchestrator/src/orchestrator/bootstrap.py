@@ -21,7 +21,7 @@ from orchestrator.adapters.participants import GrpcParticipants
 from orchestrator.adapters.postgres import PostgresSagaRepository
 from orchestrator.domain.breaker import BreakerPolicy
 from orchestrator.domain.model import OnTimeout
-from servicekit import db, http_server, lifecycle, logging, migrations
+from servicekit import db, http_server, lifecycle, logging, migrations, settings
 
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parents[2] / "migrations"
 
@@ -46,7 +46,11 @@ def _skewed_wall(skew: timedelta) -> Callable[[], datetime]:
 
 def _authenticator(cfg: config.Settings) -> api.Authenticator:
     if cfg.auth == "off":
-        log.warning("AUTHENTICATION IS OFF: anyone who can reach this port is an admin (SAGALINE_AUTH=off)")
+        log.warning(
+            "AUTHENTICATION IS OFF: anyone who can reach this port is an admin (SAGALINE_AUTH=off)",
+            http_host=cfg.http_host,
+            insecure_override=cfg.allow_insecure_auth_off,
+        )
         return api.Authenticator(None)
     keys: list[tuple[str, str, bytes]] = []
     for key in cfg.api_keys:
@@ -80,12 +84,19 @@ class Running:
 
 
 async def start(cfg: config.Settings) -> Running:
-    """Build and start one orchestrator instance."""
+    """Build and start one orchestrator instance.
+
+    Raises:
+        ConfigError: auth is off on a reachable HTTP bind (see `Settings.auth_off_exposure`), or a TLS
+            file cannot be read; nothing has been started then.
+    """
+    if problem := cfg.auth_off_exposure():
+        raise settings.ConfigError(problem)
+    participants = GrpcParticipants(cfg.participants.model_dump(), cfg.tls)
     pool = await db.create_pool(cfg.database, application_name=f"sagaline-orchestrator-{cfg.instance}")
     registry = definitions.registry(cfg.saga.deadline)
     repo = PostgresSagaRepository(pool, registry, cfg.saga.idempotency_key_ttl)
     clock = SystemClock(_skewed_wall(cfg.fault_clock_skew) if cfg.fault_clock_skew else None)
-    participants = GrpcParticipants(cfg.participants.model_dump())
     breaker_policy = BreakerPolicy(
         cfg.breaker.failure_threshold, cfg.breaker.open_for.total_seconds(), cfg.breaker.success_threshold
     )
@@ -126,8 +137,12 @@ async def start(cfg: config.Settings) -> Running:
 
 
 async def serve(cfg: config.Settings, stop: asyncio.Event) -> int:
-    """Run until stop is set (exit 0) or a worker side task dies (exit 1)."""
-    running = await start(cfg)
+    """Run until stop is set (exit 0) or a worker side task dies (exit 1); 2 if it must not start."""
+    try:
+        running = await start(cfg)
+    except settings.ConfigError as exc:
+        log.error("orchestrator refuses to start", reason=str(exc))
+        return 2
     stopped = asyncio.create_task(stop.wait(), name="stop-signal")
     failed = asyncio.create_task(running.worker.wait_failed(), name="worker-monitor")
     await asyncio.wait([stopped, failed], return_when=asyncio.FIRST_COMPLETED)

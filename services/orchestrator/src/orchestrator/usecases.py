@@ -60,7 +60,7 @@ class SagaService:
         clock: ports.Clock,
         *,
         on_timeout: OnTimeout = OnTimeout.COMPENSATE,
-        lease_ttl: timedelta = timedelta(seconds=30),
+        lease_ttl: timedelta = timedelta(seconds=4),
     ) -> None:
         """Wire the use cases."""
         self._repo, self._registry, self._clock = repository, registry, clock
@@ -98,7 +98,10 @@ class SagaService:
         return Started(saga.id, created=True, claimed=claimed)
 
     async def retry(self, saga_id: str, owner_id: str) -> ports.Claimed:
-        """Resume the compensation of a FAILED saga; the caller runs the returned claim.
+        """Resume a FAILED saga in the only honest direction; the caller runs the returned claim.
+
+        Parked at or past the point of no return it goes forward; otherwise its compensation resumes
+        (see `Saga.retry_failed`).
 
         Raises:
             errors.SagaNotFound: no such saga.

@@ -16,6 +16,7 @@ from order_service import config, usecases
 from order_service.adapters import grpc_api, postgres
 from sagaline_contracts.order.v1 import order_pb2_grpc
 from servicekit import db, grpc_server, health, http_server, lifecycle, logging, migrations
+from servicekit.settings import ConfigError
 
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parents[2] / "migrations"
 SERVICE: Final = "order"
@@ -85,15 +86,21 @@ async def start(settings: config.Settings) -> Running:
 
 
 def _grpc_server(settings: config.Settings, orders: usecases.Orders) -> grpc_server.GrpcServer:
-    server = grpc_server.GrpcServer(settings.grpc_host, settings.grpc_port)
+    server = grpc_server.GrpcServer(
+        settings.grpc_host, settings.grpc_port, tls=settings.tls, reflection=settings.grpc_reflection
+    )
     order_pb2_grpc.add_OrderServiceServicer_to_server(grpc_api.OrderServicer(orders), server.server)
     server.add_service_name(grpc_api.SERVICE_NAME)
     return server
 
 
 async def serve(settings: config.Settings, stop: asyncio.Event) -> int:
-    """Run until stop is set, then drain; returns the process exit code."""
-    running = await start(settings)
+    """Run until stop is set, then drain; returns the process exit code (2: a TLS file cannot be read)."""
+    try:
+        running = await start(settings)
+    except ConfigError as exc:
+        log.error("order service cannot start", error=str(exc))
+        return 2
     log.info("order service started", grpc_port=running.grpc_port, http_port=running.http_port)
     try:
         await stop.wait()

@@ -19,6 +19,7 @@ from payment_service import config, domain, usecases
 from payment_service.adapters import grpc_api, postgres
 from sagaline_contracts.payment.v1 import payment_pb2_grpc
 from servicekit import db, grpc_server, health, http_server, lifecycle, logging, migrations
+from servicekit.settings import ConfigError
 
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parents[2] / "migrations"
 
@@ -88,7 +89,9 @@ def _grpc_server(settings: config.Settings, pool: asyncpg.Pool) -> grpc_server.G
         refund=usecases.RefundPayment(ledger),
         get=usecases.GetPayment(ledger),
     )
-    server = grpc_server.GrpcServer(settings.grpc_host, settings.grpc_port)
+    server = grpc_server.GrpcServer(
+        settings.grpc_host, settings.grpc_port, tls=settings.tls, reflection=settings.grpc_reflection
+    )
     payment_pb2_grpc.add_PaymentServiceServicer_to_server(servicer, server.server)
     server.add_service_name(grpc_api.SERVICE_NAME)
     return server
@@ -113,8 +116,12 @@ async def start(settings: config.Settings) -> Running:
 
 
 async def serve(settings: config.Settings, stop: asyncio.Event) -> int:
-    """Run the service until stop is set, then drain it; returns the exit code."""
-    running = await start(settings)
+    """Run the service until stop is set, then drain it; returns the exit code (2: a TLS file cannot be read)."""
+    try:
+        running = await start(settings)
+    except ConfigError as exc:
+        log.error("payment service cannot start", error=str(exc))
+        return 2
     await stop.wait()
     await running.stop()
     return 0

@@ -25,7 +25,7 @@ from orchestrator.domain.definition import Call
 from sagaline_contracts.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from sagaline_contracts.order.v1 import order_pb2, order_pb2_grpc
 from sagaline_contracts.payment.v1 import payment_pb2, payment_pb2_grpc
-from servicekit import grpc_client
+from servicekit import grpc_client, settings
 
 TRANSIENT: Final = frozenset(
     {
@@ -78,9 +78,17 @@ def _caller(lease: ports.Lease | None) -> tuple[tuple[str, str], ...] | None:
 class GrpcParticipants:
     """The Participants port over one channel per service."""
 
-    def __init__(self, targets: Mapping[str, str]) -> None:
-        """`targets` maps a service name ("order") to its `host:port`."""
-        self._channels = {service: grpc_client.insecure_channel(target) for service, target in targets.items()}
+    def __init__(self, targets: Mapping[str, str], security: settings.ClientTlsSettings | None = None) -> None:
+        """`targets` maps a service name ("order") to its `host:port`.
+
+        With security holding certificates every channel is mutual TLS; plaintext otherwise.
+
+        Raises:
+            ConfigError: a certificate, key or CA file cannot be read.
+        """
+        self._channels = {
+            service: grpc_client.channel(target, security, service) for service, target in targets.items()
+        }
         self._stubs = {key: m.stub(self._channels[key[0]]) for key, m in METHODS.items() if key[0] in self._channels}
 
     async def invoke(
