@@ -77,6 +77,35 @@ def cpu_seconds(supervisor: stack.Supervisor) -> dict[str, float]:
     return used
 
 
+def postgres_cpu_seconds() -> float:
+    """CPU seconds used so far by every PostgreSQL process of this host (backends and background workers).
+
+    Backends live as long as the pooled connections, so the delta over a phase is the server's cost of
+    it; other databases' activity on the same server would count too (the benchmark runs alone).
+    """
+    used = 0.0
+    for process in psutil.process_iter(["name", "cpu_times"]):
+        if process.info["name"] in ("postgres", "postmaster") and process.info["cpu_times"] is not None:
+            used += process.info["cpu_times"].user + process.info["cpu_times"].system
+    return used
+
+
+_QUERY_COUNT = re.compile(r'^db_query_duration_seconds_count\{operation="([a-z]+)"\} ([0-9.e+]+)$', re.M)
+
+
+async def statements(supervisor: stack.Supervisor) -> dict[str, float]:
+    """SQL statements run so far by each process, from its own `/metrics` (one database per process)."""
+    topology = supervisor.topology
+    urls = {f"orchestrator-{i + 1}": topology.orchestrator_url(i) for i in range(len(topology.orchestrator_ports))}
+    urls |= {s: f"http://{topology.host}:{topology.http_ports[s]}" for s in stack.SERVICES}
+    counts: dict[str, float] = {}
+    async with httpx.AsyncClient(timeout=10) as client:
+        for name, url in urls.items():
+            text = (await client.get(f"{url}/metrics")).text
+            counts[name] = sum(float(n) for op, n in _QUERY_COUNT.findall(text) if op not in ("begin", "commit"))
+    return counts
+
+
 def own_cpu_seconds() -> float:
     """CPU seconds used so far by this process: the load driver (and the span receiver when tracing)."""
     times = psutil.Process().cpu_times()
@@ -159,11 +188,13 @@ async def run_phase(
 ) -> dict[str, Any]:
     topology = supervisor.topology
     wal0, commits0, xid0 = await counters(topology)
-    cpu0, driver0 = cpu_seconds(supervisor), own_cpu_seconds()
+    cpu0, driver0, pg0 = cpu_seconds(supervisor), own_cpu_seconds(), postgres_cpu_seconds()
+    sql0 = await statements(supervisor) if kill_at is None else {}
     driven = await drive(supervisor, n, c, decline, kill_at, fault_signal)
     rows = await wait_terminal(topology, sorted(set(driven["ids"])), within=120)
     wal1, commits1, xid1 = await counters(topology)
-    cpu1, driver1 = cpu_seconds(supervisor), own_cpu_seconds()
+    cpu1, driver1, pg1 = cpu_seconds(supervisor), own_cpu_seconds(), postgres_cpu_seconds()
+    sql1 = await statements(supervisor) if kill_at is None else {}
     latencies = [(r["finished_at"] - r["created_at"]).total_seconds() for r in rows]
     span = (max(r["finished_at"] for r in rows) - min(r["created_at"] for r in rows)).total_seconds()
     outcome: dict[str, int] = {}
@@ -178,6 +209,9 @@ async def run_phase(
         "xact_commit_per_saga": round((commits1 - commits0) / n, 2),
         "cpu_seconds_per_saga": round(sum(cpu1[k] - cpu0[k] for k in cpu1 if k in cpu0) / n, 5),
         "cpu_ms_per_saga_by_process": {k: round((cpu1[k] - cpu0[k]) / n * 1000, 2) for k in cpu1 if k in cpu0},
+        "postgres_cpu_ms_per_saga": round((pg1 - pg0) / n * 1000, 2),
+        "total_cpu_ms_per_saga": round((sum(cpu1[k] - cpu0[k] for k in cpu1 if k in cpu0) + pg1 - pg0) / n * 1000, 2),
+        "statements_per_saga_by_process": {k: round((sql1[k] - sql0[k]) / n, 2) for k in sql1 if k in sql0},
         "driver_cpu_ms_per_saga": round((driver1 - driver0) / n * 1000, 2),
     }  # fmt: skip
     if driven["killed_at"] is not None:
@@ -296,13 +330,19 @@ def main() -> None:
 
 def print_table(result: dict[str, Any], path: Path) -> None:
     print(f"{'phase':<6} {'sagas/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'wal_sync/saga':>14} "
-          f"{'commits/saga':>13} {'xact/saga':>10} {'cpu s/saga':>11}  outcomes")  # fmt: skip
+          f"{'commits/saga':>13} {'xact/saga':>10} {'cpu ms/saga':>12}  outcomes")  # fmt: skip
     for name, p in result["phases"].items():
         lat = p["latency_ms"]
         print(f"{name:<6} {p['sagas_per_second']:>8} {lat['p50']:>8} {lat['p95']:>8} {lat['p99']:>8} "
               f"{p['wal_sync_per_saga']:>14} {p['durable_commits_per_saga']:>13} {p['xact_commit_per_saga']:>10} "
-              f"{p['cpu_seconds_per_saga']:>11}  "
+              f"{p['total_cpu_ms_per_saga']:>12}  "
               f"{p['outcomes']}" + (f"  takeover {p.get('takeover_seconds')}s" if "killed" in p else ""))  # fmt: skip
+    for name, p in result["phases"].items():
+        by_process = {**p["cpu_ms_per_saga_by_process"], "postgres": p["postgres_cpu_ms_per_saga"]}
+        print(f"{name:<6} CPU ms/saga: " + ", ".join(f"{k} {v}" for k, v in by_process.items()))
+        if p.get("statements_per_saga_by_process"):
+            print(f"{name:<6} SQL statements/saga (BEGIN/COMMIT excluded): "
+                  + ", ".join(f"{k} {v}" for k, v in p["statements_per_saga_by_process"].items()))  # fmt: skip
     ceiling = result["commit_ceiling_tps"]
     print(
         f"commit ceiling (pgbench, 32 clients): {'skipped' if ceiling is None else f'{ceiling:.0f} commits/s'};"

@@ -32,7 +32,8 @@ async def receiver() -> AsyncIterator[tuple[Receiver, int]]:
 @pytest.fixture(scope="module")
 async def traced(pg_server: str, receiver: tuple[Receiver, int]) -> AsyncIterator[stack.Supervisor]:
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver[1]}", "OTEL_EXPORTER_OTLP_INSECURE": "true",
-           "OTEL_BSP_SCHEDULE_DELAY": "100"}  # fmt: skip
+           "OTEL_BSP_SCHEDULE_DELAY": "100",
+           "SAGALINE_LOG__LEVEL": "debug"}  # step attempts are logged at debug  # fmt: skip
     async for supervisor in running_stack(pg_server, env):
         yield supervisor
 
@@ -134,7 +135,7 @@ async def test_a_steps_log_line_carries_its_spans_trace_and_span_ids(
         json.loads(line.split("] ", 1)[1]) for line in traced.out.getvalue().splitlines() if "step attempt" in line
     ]
     mine = [line for line in lines if line.get("saga_id") == saga["id"]]
-    assert len(mine) == 4, "one log line per step attempt"
+    assert len(mine) == 4, "one (debug) log line per step attempt"
     for line in mine:
         assert line["trace_id"] == saga["trace_id"]
         assert line["span_id"] in step_spans

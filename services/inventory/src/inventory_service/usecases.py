@@ -71,7 +71,7 @@ class Inventory:
                 await session.lock_stock([line.sku for line in released.lines])
                 await session.release_reservation(released)
             await session.add_release(release)
-        log.info(
+        log.debug(
             "stock released" if reservation is not None else "reservation tombstoned",
             saga_id=str(request.saga_id),
             action_idempotency_key=request.action_idempotency_key,

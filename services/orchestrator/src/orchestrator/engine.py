@@ -261,7 +261,7 @@ class Engine:
                 "saga.phase": kind,
             },
         ) as span:
-            log.info("step attempt", saga_id=saga.id, step=step.name, attempt=attempt, phase=kind)
+            log.debug("step attempt", saga_id=saga.id, step=step.name, attempt=attempt, phase=kind)
             await failpoints.hit("engine.before_call")
             outcome = await self._invoke(saga, lease, step, call, request, compensating, permit)
             await failpoints.hit("engine.after_call")

@@ -114,7 +114,7 @@ class Orders:
                 raise domain.TombstonedError(f"order {draft.idempotency_key!r} was cancelled before it was created")
             order = domain.Order.place(self._new_id(), draft)
             await tx.add_order(order)
-        log.info("order created", saga_id=str(order.saga_id), order_id=str(order.id), total=str(order.total_amount))
+        log.debug("order created", saga_id=str(order.saga_id), order_id=str(order.id), total=str(order.total_amount))
         return order
 
     async def confirm(self, command: ConfirmOrder) -> domain.Order:
@@ -140,7 +140,7 @@ class Orders:
                 raise domain.NotFoundError(f"no order {order_id}")
             confirmed = await _moved(tx, order, order.confirm())
             await tx.add_receipt(domain.Receipt(domain.Operation.CONFIRM, key, saga_id, str(order_id), order.id))
-        log.info("order confirmed", saga_id=str(saga_id), order_id=str(order_id))
+        log.debug("order confirmed", saga_id=str(saga_id), order_id=str(order_id))
         return confirmed
 
     async def cancel(self, command: CancelOrder) -> domain.Order | None:
@@ -167,9 +167,9 @@ class Orders:
             pending = domain.Receipt(domain.Operation.CANCEL, key, saga_id, action_key, order_id=None)
             cancelled = await _cancel_action(tx, pending)
         if cancelled is None:
-            log.info("order cancelled before it was created, tombstone left", saga_id=str(saga_id))
+            log.debug("order cancelled before it was created, tombstone left", saga_id=str(saga_id))
         else:
-            log.info("order cancelled", saga_id=str(saga_id), order_id=str(cancelled.id))
+            log.debug("order cancelled", saga_id=str(saga_id), order_id=str(cancelled.id))
         return cancelled
 
     async def get(self, order_id: str) -> domain.Order:

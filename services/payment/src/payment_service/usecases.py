@@ -80,7 +80,7 @@ class RefundPayment:
             await self._undo(tx, history, command)
             outcome = domain.RefundOutcome.of(history.payment)
             await tx.store_refund(command, outcome)
-        log.info(
+        log.debug(
             "refund recorded",
             saga_id=str(command.saga_id),
             action_idempotency_key=command.action_idempotency_key,
