@@ -9,7 +9,7 @@ UV := $(BOOT)/bin/uv
 endif
 RUN := $(VENV)/bin
 
-.PHONY: sync up test test-fast test-slow lint proto proto-check bench chaos demo check clean
+.PHONY: sync tools hooks up test test-fast test-slow lint proto proto-check bench chaos demo check clean
 
 $(BOOT)/bin/uv:
 	@mkdir -p .data
@@ -22,6 +22,23 @@ $(VENV)/.synced: uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml service
 
 sync: $(VENV)/.synced
 
+# Tools the tests need that are not Python packages: promtool (Debian's `prometheus` package) checks the
+# alert rules. Silent when present; installed with apt-get when this is a root Debian/Ubuntu machine;
+# otherwise one line says how, and the tests that need it fail with the same instruction.
+tools:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make: installing promtool (apt-get install prometheus)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 \
+	      || { apt-get update -qq >/dev/null 2>&1 \
+	           && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1; } || true; \
+	  fi; \
+	  command -v promtool >/dev/null 2>&1 \
+	    || echo "make: promtool is missing; install it with: sudo apt-get install prometheus (Debian/Ubuntu)"; }
+
+hooks: sync  ## install the git pre-commit hooks (.pre-commit-config.yaml: the same checks as make lint)
+	$(RUN)/pre-commit install --install-hooks
+
 up: sync  ## run PostgreSQL (found or embedded), 3 services and 2 orchestrators in the foreground
 	$(RUN)/sagaline up
 
@@ -32,7 +49,7 @@ lint: sync  ## ruff, mypy --strict, import-linter, proto freshness
 	$(RUN)/lint-imports
 	$(RUN)/python scripts/gen_protos.py --check
 
-test: lint  ## lint, then every test (unit, integration, e2e, faults) with coverage
+test: lint tools  ## lint, then every test (unit, integration, e2e, faults, deploy checks) with coverage
 	$(RUN)/pytest -m "not slow" --cov --cov-report=term
 
 test-slow: sync  ## the long suites kept out of `make test`
