@@ -280,7 +280,8 @@ def test_prometheus_scrapes_every_sagaline_process(monkeypatch: pytest.MonkeyPat
 # ---------------------------------------------------------------------------------------- Prometheus
 def test_prometheus_config_and_rules_are_valid() -> None:
     tool = promtool()
-    result = run(tool, "check", "config", PROMETHEUS / "prometheus.yml")
+    # --syntax-only: the scrape credentials file exists only inside the compose container.
+    result = run(tool, "check", "config", "--syntax-only", PROMETHEUS / "prometheus.yml")
     assert result.returncode == 0, result.stdout + result.stderr
     result = run(tool, "check", "rules", PROMETHEUS / "alerts.yml")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -793,3 +794,20 @@ def test_real_secret_files_are_git_ignored_and_only_placeholders_committed() -> 
         assert probe.returncode == 0, "deploy/secrets/*.txt is not ignored by git"
         probe = run(git, "-C", ROOT, "check-ignore", "-q", "deploy/secrets/api_key_admin.txt.example")
         assert probe.returncode == 1, "the *.txt.example placeholders must not be ignored"
+
+
+def test_production_configs_put_metrics_and_docs_behind_a_key_and_prometheus_has_it() -> None:
+    spec = compose()
+    for name in app_services(spec):
+        if name.startswith("orchestrator"):
+            assert environment(spec["services"][name])["SAGALINE_OPERATOR_ENDPOINTS"] == "authenticated", name
+    render_env = {
+        e["key"]: e.get("value")
+        for s in load_yaml(RENDER)["services"]
+        if "orchestrator" in s["name"]
+        for e in s.get("envVars", [])
+    }
+    assert render_env["SAGALINE_OPERATOR_ENDPOINTS"] == "authenticated"
+    [job] = [j for j in load_yaml(PROMETHEUS / "prometheus.yml")["scrape_configs"] if j["job_name"] == "orchestrator"]
+    secret = Path(job["authorization"]["credentials_file"]).name
+    assert secret in spec["services"]["prometheus"]["secrets"], "Prometheus can read the key it scrapes with"

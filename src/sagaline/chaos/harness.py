@@ -285,7 +285,7 @@ class Harness:
         if load.refused:
             self.result.violations += [f"start refused: {r}" for r in load.refused[:5]]
         ids = [uuid.UUID(i) for i in load.accepted]
-        await self._drain(ids, drain)
+        await self.terminal_within(ids, drain)
         rows = await self.sql("saga_orchestrator", "SELECT id, status FROM sagas WHERE id = ANY($1::uuid[])", ids)
         found = {r["id"]: r["status"] for r in rows}
         self.result.lost = sum(1 for i in ids if i not in found)
@@ -296,9 +296,10 @@ class Harness:
         self.result.seconds = time.monotonic() - self._started
         return self.result
 
-    async def _drain(self, ids: list[uuid.UUID], within: float) -> None:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
+    async def terminal_within(self, ids: list[uuid.UUID], within: float) -> float:
+        """Seconds until every one of `ids` is terminal, polled every 100 ms; infinity past `within`."""
+        started = time.monotonic()
+        while time.monotonic() - started < within:
             rows = await self.sql(
                 "saga_orchestrator",
                 "SELECT count(*) AS n FROM sagas WHERE id = ANY($1::uuid[]) AND status <> ALL($2::text[])",
@@ -306,8 +307,9 @@ class Harness:
                 list(TERMINAL),
             )
             if rows[0]["n"] == 0:
-                return
-            await asyncio.sleep(0.5)
+                return time.monotonic() - started
+            await asyncio.sleep(0.1)
+        return float("inf")
 
     async def _judge(self) -> None:
         urls = {role: self.topology.url(role) for role in pg.DATABASES}

@@ -9,6 +9,7 @@ passing the same seed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -84,7 +85,7 @@ async def takeover(server: str, scale: Scale, seed: int) -> Result:
         killed = time.time()
         load = Load(h, 0.0)
         load.accepted = ids
-        elapsed = await _terminal_within(h, ids, 30.0)
+        elapsed = await h.terminal_within([uuid.UUID(i) for i in ids], 30.0)
         [row] = await h.sql(
             "saga_orchestrator",
             """SELECT extract(epoch FROM min(e.created_at)) AS first, extract(epoch FROM max(e.created_at)) AS last,
@@ -116,21 +117,6 @@ async def _accept(h: Harness, count: int, instance: int) -> list[str]:
     return [r.json()["id"] for r in responses if r.status_code == 202]
 
 
-async def _terminal_within(h: Harness, ids: list[str], within: float) -> float:
-    started, keys = time.monotonic(), [uuid.UUID(i) for i in ids]
-    while time.monotonic() - started < within:
-        rows = await h.sql(
-            "saga_orchestrator",
-            "SELECT count(*) AS n FROM sagas WHERE id = ANY($1::uuid[]) AND status <> ALL($2::text[])",
-            keys,
-            list(TERMINAL),
-        )
-        if rows[0]["n"] == 0:
-            return time.monotonic() - started
-        await asyncio.sleep(0.1)
-    return float("inf")
-
-
 FAILPOINTS: Final = {
     "orchestrator": ["engine.before_call", "engine.after_call", "engine.before_save", "engine.after_save",
                      "worker.after_claim"],
@@ -155,6 +141,7 @@ async def failpoints(server: str, scale: Scale, seed: int) -> Result:
 
         async def faults() -> None:
             await asyncio.sleep(scale.seconds * 2)
+            await _disarm(h)
 
         result = await _under_load(h, scale, faults)
         assert h.supervisor is not None  # noqa: S101 - entered
@@ -162,6 +149,23 @@ async def failpoints(server: str, scale: Scale, seed: int) -> Result:
         h.fault(sum(crashes.values()))
         result.notes.append("crashes by process: " + ", ".join(f"{k} {v}" for k, v in crashes.items()))
         return result
+
+
+async def _disarm(h: Harness) -> None:
+    """End the fault phase as a fix would: restart every process without its fail-points.
+
+    Armed processes crash at a rate that grows with the work they hold, and a restarted orchestrator
+    claims every orphan at once, so while armed the fleet can crash faster than sagas progress. The
+    verdict is about what the crashes left behind: after this, every saga must still end, and nothing
+    may be lost, doubled or held.
+    """
+    assert h.supervisor is not None  # noqa: S101 - entered
+    for name, child in h.supervisor.children.items():
+        child.env.pop("SAGALINE_FAILPOINTS", None)
+        with contextlib.suppress(ProcessLookupError):  # it may be between a crash and its restart
+            h.supervisor.signal(name, signal.SIGKILL)  # restarted by the supervisor, now unarmed
+    for name in h.supervisor.children:
+        await h.wait_healthy(name, within=60.0)
 
 
 async def sigstop(server: str, scale: Scale, seed: int) -> Result:
@@ -292,29 +296,29 @@ async def server_restart(server: str, scale: Scale, seed: int) -> Result:
 
 async def statement_cancels(server: str, scale: Scale, seed: int) -> Result:
     """Cancel every running statement of the stack every 5-20 ms (pg_cancel_backend, like statement_timeout)."""
-    async with Harness(server, "every running statement cancelled, every 5-20 ms", seed=seed) as h:
-        names = list(h.topology.databases.values())
-
-        async def faults() -> None:
-            async with h.window():
-                await _every(h, scale.seconds * 2, (0.005, 0.02), lambda: _signal_backends(h, names, cancel=True))
-
-        return await _under_load(h, scale, faults)
+    name = "every running statement cancelled, every 5-20 ms"
+    return await _backend_storm(server, scale, seed, name, cancel=True, gap=(0.005, 0.02), seconds=scale.seconds * 2)
 
 
 async def terminated_backends(server: str, scale: Scale, seed: int) -> Result:
     """Terminate a random backend of the stack every 100-300 ms (failover, admin kill, OOM)."""
-    async with Harness(server, "backends terminated every 100-300 ms", seed=seed) as h:
-        names = list(h.topology.databases.values())
+    name = "backends terminated every 100-300 ms"
+    return await _backend_storm(server, scale, seed, name, cancel=False, gap=(0.1, 0.3), seconds=scale.seconds)
+
+
+async def _backend_storm(
+    server: str, scale: Scale, seed: int, name: str, *, cancel: bool, gap: tuple[float, float], seconds: float
+) -> Result:
+    async with Harness(server, name, seed=seed) as h:
+        databases = list(h.topology.databases.values())
 
         async def faults() -> None:
             async with h.window():
-                await _every(h, scale.seconds, (0.1, 0.3), lambda: _signal_backends(h, names, cancel=False))
+                await _every(h, seconds, gap, lambda: _signal_backends(h, databases, cancel=cancel))
 
         return await _under_load(h, scale, faults)
 
 
-# Every statement of the stack running at that instant (usually none or one: they take milliseconds).
 _CANCEL_ONE: Final = """
 SELECT pg_cancel_backend(pid) AS hit FROM pg_stat_activity
 WHERE datname = ANY($1::text[]) AND pid <> pg_backend_pid() AND state = 'active'"""

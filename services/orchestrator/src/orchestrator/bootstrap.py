@@ -128,7 +128,10 @@ async def start(cfg: config.Settings) -> Running:
             return False, {"reason": "no recent successful poll"}
         return True, {"owner_id": owner_id}
 
-    app = api.create_app(service, repo, work, _authenticator(cfg), readiness, cfg.max_body_bytes)
+    app = api.create_app(
+        service, repo, work, _authenticator(cfg), readiness, cfg.max_body_bytes,
+        protect_operator_paths=cfg.operator_endpoints == "authenticated",
+    )  # fmt: skip
     http = http_server.HttpServer(app, cfg.http_host, cfg.http_port)
     await work.start()
     await http.start()

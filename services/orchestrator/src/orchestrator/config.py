@@ -82,6 +82,9 @@ class Settings(settings.ServiceSettings):
     http_port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     auth: Literal["off", "on"] = "on"
+    # `authenticated`: /metrics, /docs and /openapi.json need an API key too (compose and Render); the
+    # probes stay open. `public` (the default, and `make up`) serves them to anyone who reaches the port.
+    operator_endpoints: Literal["public", "authenticated"] = "public"
     # `auth: off` makes every caller an admin, so it starts only on a loopback HTTP bind unless this
     # says the operator means it (SAGALINE_ALLOW_INSECURE_AUTH_OFF=true): see `auth_off_exposure`.
     allow_insecure_auth_off: bool = False

@@ -13,7 +13,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -84,7 +84,8 @@ class Orchestrator:
         set by SQL to any other status."""
         definition = definitions.registry().latest(definitions.ORDER_SAGA)
         assert definition is not None
-        now = datetime.now(UTC)
+        # The database's clock, as the instance stamps its own sagas with (not this host's wall clock).
+        now: datetime = await self.db.fetchval("SELECT clock_timestamp()")
         saga = Saga.new(str(uuid.uuid4()), definition, order_payload(), now)
         saga.start(now)
         created = await self.repo.create(saga, f"seed-{saga.id}", "seed", "test-owner", timedelta(minutes=5))

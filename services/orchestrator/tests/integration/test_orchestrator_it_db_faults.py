@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -122,27 +125,41 @@ async def test_a_checkpoint_whose_answer_was_lost_is_recognised_not_repeated(url
         await proxy.stop()
 
 
-async def test_a_request_that_meets_a_cancelled_statement_gets_503_with_retry_after(url: str) -> None:
+@dataclass
+class Live:
+    """An instance whose every statement is cancelled past `statement_timeout`, one saga it accepted, and
+    an outside connection to hold that saga's row lock with."""
+
+    http: httpx.AsyncClient
+    admin: asyncpg.Connection
+    saga_id: uuid.UUID
+
+
+@asynccontextmanager
+async def live_instance(url: str, statement_timeout: str) -> AsyncIterator[Live]:
     admin = await asyncpg.connect(url)
     database = urlsplit(url).path.lstrip("/")
-    await admin.execute(f"ALTER DATABASE \"{database}\" SET statement_timeout = '300ms'")
+    await admin.execute(f"ALTER DATABASE \"{database}\" SET statement_timeout = '{statement_timeout}'")
     running = await bootstrap.start(settings(url))
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.http_port}", timeout=20) as http:
             created = await http.post(
                 "/v1/sagas",
                 json={"saga_type": "order_saga", "payload": PAYLOAD},
-                headers={**ADMIN, "Idempotency-Key": "k-503"},
+                headers={**ADMIN, "Idempotency-Key": f"k-{uuid.uuid4()}"},
             )
             assert created.status_code == 202, created.text
-            saga_id = created.json()["id"]
-            async with admin.transaction():
-                await admin.execute("SELECT 1 FROM sagas WHERE id = $1 FOR UPDATE", uuid.UUID(saga_id))
-                answer = await http.post(f"/v1/sagas/{saga_id}/cancel", headers=ADMIN)
+            yield Live(http, admin, uuid.UUID(created.json()["id"]))
     finally:
         await running.stop()
         await admin.execute(f'ALTER DATABASE "{database}" RESET statement_timeout')
         await admin.close()
+
+
+async def test_a_request_that_meets_a_cancelled_statement_gets_503_with_retry_after(url: str) -> None:
+    async with live_instance(url, "300ms") as live, live.admin.transaction():
+        await live.admin.execute("SELECT 1 FROM sagas WHERE id = $1 FOR UPDATE", live.saga_id)
+        answer = await live.http.post(f"/v1/sagas/{live.saga_id}/cancel", headers=ADMIN)
 
     assert answer.status_code == 503, answer.text
     assert answer.headers["retry-after"] == "1"
@@ -151,31 +168,16 @@ async def test_a_request_that_meets_a_cancelled_statement_gets_503_with_retry_af
 
 async def test_a_checkpoint_held_up_by_a_lock_does_not_stall_the_run_for_a_lease(url: str) -> None:
     """The engine repeats the save as soon as the database answers again, well within one lease."""
-    admin = await asyncpg.connect(url)
-    database = urlsplit(url).path.lstrip("/")
-    await admin.execute(f"ALTER DATABASE \"{database}\" SET statement_timeout = '150ms'")
-    running = await bootstrap.start(settings(url))
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.http_port}", timeout=20) as http:
-            created = await http.post(
-                "/v1/sagas",
-                json={"saga_type": "order_saga", "payload": PAYLOAD},
-                headers={**ADMIN, "Idempotency-Key": "k-lock"},
-            )
-            saga_id = uuid.UUID(created.json()["id"])
-            async with admin.transaction():  # the participants are unreachable: the run retries and saves
-                await admin.execute("SELECT 1 FROM sagas WHERE id = $1 FOR UPDATE", saga_id)
-                await asyncio.sleep(1.5)
-            released = await admin.fetchval("SELECT clock_timestamp()")
+    async with live_instance(url, "150ms") as live:
+        async with live.admin.transaction():  # the participants are unreachable: the run retries and saves
+            await live.admin.execute("SELECT 1 FROM sagas WHERE id = $1 FOR UPDATE", live.saga_id)
             await asyncio.sleep(1.5)
-            moved = await admin.fetchval(
-                "SELECT count(*) FROM saga_events WHERE saga_id = $1 AND created_at > $2", saga_id, released
-            )
-            status = await admin.fetchval("SELECT status FROM sagas WHERE id = $1", saga_id)
-    finally:
-        await running.stop()
-        await admin.execute(f'ALTER DATABASE "{database}" RESET statement_timeout')
-        await admin.close()
+        released = await live.admin.fetchval("SELECT clock_timestamp()")
+        await asyncio.sleep(1.5)
+        moved = await live.admin.fetchval(
+            "SELECT count(*) FROM saga_events WHERE saga_id = $1 AND created_at > $2", live.saga_id, released
+        )
+        status = await live.admin.fetchval("SELECT status FROM sagas WHERE id = $1", live.saga_id)
 
     assert status != "FAILED", "a cancelled statement is not a reason to hand the saga to a person"
     assert moved > 0, "the saga moved again within 1.5 s of the lock's release, not after a lease"

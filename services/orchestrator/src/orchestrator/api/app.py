@@ -1,0 +1,147 @@
+"""The FastAPI application: its routes, their dependencies, and `create_app`, which puts it behind the middleware."""
+
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from swagger_ui_bundle import swagger_ui_path
+
+from orchestrator import engine, ports, usecases
+from orchestrator.api import document, inputs, middleware, problems
+from orchestrator.domain.model import SagaStatus
+from orchestrator.metrics import SAGA_STARTED
+from orchestrator.worker import Worker
+from servicekit import health
+
+# A saga id in a path, its pattern checked by FastAPI (a 422 otherwise).
+SagaId = Annotated[
+    str, Path(pattern=inputs.UUID_PATTERN, json_schema_extra={"format": "uuid"}, description="The saga's id.")
+]
+
+
+class _Api(FastAPI):
+    """FastAPI with the OpenAPI document of this package (see `document.build`), built once."""
+
+    auth_enabled = True
+
+    def openapi(self) -> dict[str, Any]:
+        """The document FastAPI derives from the routes, completed into the contract."""
+        if self.openapi_schema is None:
+            self.openapi_schema = document.build(self, self.auth_enabled)
+        return self.openapi_schema
+
+
+def create_app(  # noqa: C901 - a flat list of route declarations
+    service: usecases.SagaService,
+    views: ports.SagaViews,
+    worker: Worker,
+    authenticate: middleware.Authenticator,
+    readiness: health.Readiness,
+    max_body: int,
+    *,
+    protect_operator_paths: bool = False,
+) -> Any:
+    """The REST application for one instance; `protect_operator_paths` puts metrics and docs behind a key."""
+    # FastAPI's built-in telemetry would add a second server span and spans per dependency and endpoint
+    # to every request; the middleware below already makes the one server span and the HTTP metrics.
+    # No slash redirects: `/v1/sagas/` is a 404 like any unknown path, not a 307 the document cannot list.
+    app = _Api(title="Sagaline", version="1.0.0", docs_url=None, redoc_url=None, redirect_slashes=False,
+               description=document.DESCRIPTION,
+               telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False})  # fmt: skip
+    app.auth_enabled = authenticate.enabled
+    app.mount("/static/swagger", StaticFiles(directory=str(swagger_ui_path)), name="swagger")
+    problems.install_error_handlers(app)
+    auth = authenticate.enabled
+
+    # Async dependencies run on the event loop; plain `def` ones would each hop through a thread pool.
+    async def caller(request: Request) -> middleware.Principal:
+        # The middleware authenticated the request already; the document declares the bearer scheme.
+        principal: middleware.Principal = request.state.principal
+        return principal
+
+    async def admin(principal: Annotated[middleware.Principal, Depends(caller)]) -> middleware.Principal:
+        if principal.role != "admin":
+            raise problems.Problem("forbidden", "this operation needs the admin role")
+        return principal
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="Sagaline API",
+                                   swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/swagger/swagger-ui.css",
+                                   swagger_favicon_url="/static/swagger/favicon-32x32.png")  # fmt: skip
+
+    async def start_body(request: Request) -> inputs.StartSagaBody:
+        raw = await request.body()  # bounded by the middleware's body limit
+        return inputs.start_body(request.headers.get("content-type"), request.headers.get("content-encoding"), raw)
+
+    @app.post("/v1/sagas", status_code=202, operation_id="startSaga", summary="Start a saga",
+              responses=document.responses("startSaga", auth), openapi_extra=document.START_EXTRA)  # fmt: skip
+    async def start_saga(
+        body: Annotated[inputs.StartSagaBody, Depends(start_body)],
+        principal: Annotated[middleware.Principal, Depends(caller)],
+        # Declared in the document by `document.START_EXTRA`: a bad key is a 400 here, not FastAPI's 422.
+        idempotency_key: Annotated[str | None, Header(include_in_schema=False)] = None,
+    ) -> JSONResponse:
+        key = inputs.idempotency_key(idempotency_key)
+        deadline = inputs.deadline(body.deadline)
+        owner = worker.owner_id if worker.has_capacity() else None
+        # Scoped to the caller, so one client's key can neither find nor block another client's saga.
+        # The scoped form stays inside: the answer carries the saga, never the stored key.
+        request = usecases.StartRequest(principal.scope(key), body.saga_type, body.payload, deadline)
+        started = await service.start(request, owner, dict(engine.carrier()))
+        if started.created:
+            SAGA_STARTED.labels(body.saga_type).inc()
+        if started.claimed is not None:
+            worker.adopt(started.claimed)
+        view = await views.get_view(started.saga_id)
+        location = f"/v1/sagas/{started.saga_id}"
+        return JSONResponse(view, status_code=202 if started.created else 200, headers={"Location": location})
+
+    @app.get("/v1/sagas/{saga_id}", operation_id="getSaga", summary="One saga, its steps and its history",
+             responses=document.responses("getSaga", auth))  # fmt: skip
+    async def get_saga(saga_id: SagaId, _: Annotated[middleware.Principal, Depends(caller)]) -> JSONResponse:
+        view = await views.get_view(saga_id)
+        if view is None:
+            raise problems.Problem("saga-not-found", f"no saga {saga_id}")
+        return JSONResponse(view)
+
+    @app.get("/v1/sagas", operation_id="listSagas", summary="List sagas, newest first",
+             responses=document.responses("listSagas", auth))  # fmt: skip
+    async def list_sagas(
+        _: Annotated[middleware.Principal, Depends(caller)],
+        status: Annotated[SagaStatus | None, Query(description="Only sagas in this status.")] = None,
+        saga_type: Annotated[
+            str | None, Query(max_length=100, pattern=inputs.TEXT_PATTERN, description="Only sagas of this type.")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=100, description="The most sagas on one page.")] = 20,
+        # Checked by `inputs.repository_cursor`, so a cursor of another shape is a 400, not FastAPI's 422.
+        cursor: Annotated[
+            str | None,
+            Query(
+                json_schema_extra={"pattern": inputs.CURSOR_PATTERN},
+                description="The `next_cursor` of the page before.",
+            ),
+        ] = None,
+    ) -> JSONResponse:
+        after = inputs.repository_cursor(cursor)
+        items, following = await views.list_view(status.value if status else None, saga_type, limit, after)
+        return JSONResponse({"items": items, "next_cursor": inputs.api_cursor(following)})
+
+    @app.post("/v1/sagas/{saga_id}/retry", status_code=202, operation_id="retrySaga",
+              summary="Resume a FAILED saga (admin)", responses=document.responses("retrySaga", auth))  # fmt: skip
+    async def retry_saga(saga_id: SagaId, _: Annotated[middleware.Principal, Depends(admin)]) -> JSONResponse:
+        claimed = await service.retry(saga_id, worker.owner_id)
+        worker.adopt(claimed)
+        return JSONResponse(await views.get_view(saga_id), status_code=202)
+
+    @app.post("/v1/sagas/{saga_id}/cancel", status_code=202, operation_id="cancelSaga",
+              summary="Stop a saga going forward (admin)",
+              responses=document.responses("cancelSaga", auth))  # fmt: skip
+    async def cancel_saga(saga_id: SagaId, _: Annotated[middleware.Principal, Depends(admin)]) -> JSONResponse:
+        await service.cancel(saga_id)
+        return JSONResponse(await views.get_view(saga_id), status_code=202)
+
+    return middleware.Middleware(app, readiness, max_body, authenticate, protect_operator_paths=protect_operator_paths)
