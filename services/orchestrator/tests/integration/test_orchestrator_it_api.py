@@ -49,16 +49,21 @@ def order_body(quantity: int = 2) -> dict[str, Any]:
     return {"saga_type": "order_saga", "payload": order_payload(quantity)}
 
 
-def settings(url: str) -> config.Settings:
+def api_key(name: str, role: str, key: bytes) -> ApiKey:
+    return ApiKey(name=name, role=role, sha256=SecretStr(hashlib.sha256(key).hexdigest()))  # type: ignore[arg-type]
+
+
+def settings(url: str, auth: str = "on", api_keys: list[ApiKey] | None = None) -> config.Settings:
+    """An instance on `url` whose participants are unreachable, with the API keys given (or c and a)."""
+    keys = (
+        [api_key("c", "client", b"client-key"), api_key("a", "admin", b"admin-key")] if api_keys is None else api_keys
+    )
     return config.Settings(
         database=DatabaseSettings(url=SecretStr(url)),
         http_port=0,
         http_host="127.0.0.1",
-        auth="on",
-        api_keys=[
-            ApiKey(name="c", role="client", sha256=SecretStr(hashlib.sha256(b"client-key").hexdigest())),
-            ApiKey(name="a", role="admin", sha256=SecretStr(hashlib.sha256(b"admin-key").hexdigest())),
-        ],
+        auth=auth,  # type: ignore[arg-type]
+        api_keys=keys if auth == "on" else [],
         participants=ParticipantSettings(order=UNREACHABLE, payment=UNREACHABLE, inventory=UNREACHABLE),
         shutdown_grace=timedelta(seconds=3),
     )

@@ -8,27 +8,23 @@ live fuzzing of the whole document is `tests/e2e/test_e2e_contract.py`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-from pydantic import SecretStr
 
 from orchestrator import api, bootstrap, config
 from orchestrator.bootstrap import MIGRATIONS_DIR
-from orchestrator.config import ApiKey, ParticipantSettings
 from sagaline import pg
 from servicekit import migrations
-from servicekit.settings import DatabaseSettings
+from services.orchestrator.tests.integration import test_orchestrator_it_api as it_api
 
 CLIENT = {"Authorization": "Bearer contract-client-key"}
 UNREACHABLE = "127.0.0.1:1"
@@ -39,16 +35,7 @@ ORDER = {
 
 
 def settings(url: str, auth: str) -> config.Settings:
-    digest = SecretStr(hashlib.sha256(b"contract-client-key").hexdigest())
-    return config.Settings(
-        database=DatabaseSettings(url=SecretStr(url)),
-        http_port=0,
-        http_host="127.0.0.1",
-        auth=auth,  # type: ignore[arg-type]
-        api_keys=[ApiKey(name="shop", role="client", sha256=digest)] if auth == "on" else [],
-        participants=ParticipantSettings(order=UNREACHABLE, payment=UNREACHABLE, inventory=UNREACHABLE),
-        shutdown_grace=timedelta(seconds=3),
-    )
+    return it_api.settings(url, auth, [it_api.api_key("shop", "client", b"contract-client-key")])
 
 
 @dataclass

@@ -9,26 +9,22 @@ with uvicorn on an ephemeral port; its participants point at a closed port, as n
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-from pydantic import SecretStr
 
 from orchestrator import bootstrap, config
 from orchestrator.bootstrap import MIGRATIONS_DIR
-from orchestrator.config import ApiKey, ParticipantSettings
 from sagaline import pg
 from servicekit import migrations
-from servicekit.settings import DatabaseSettings
+from services.orchestrator.tests.integration import test_orchestrator_it_api as it_api
 
 PROBLEM_TYPE = "https://sagaline.dev/problems/"
 CLIENT_ONE = {"Authorization": "Bearer client-one-key"}
@@ -39,25 +35,13 @@ CUSTOMER = "11111111-1111-4111-8111-111111111111"
 SAGA_ID = "7b0f4a8e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
 
 
-def api_key(name: str, role: str, secret: bytes) -> ApiKey:
-    return ApiKey(name=name, role=role, sha256=SecretStr(hashlib.sha256(secret).hexdigest()))  # type: ignore[arg-type]
-
-
 def settings(url: str, auth: str = "on") -> config.Settings:
     keys = [
-        api_key("client-one", "client", b"client-one-key"),
-        api_key("client-two", "client", b"client-two-key"),
-        api_key("ops", "admin", b"admin-key"),
+        it_api.api_key("client-one", "client", b"client-one-key"),
+        it_api.api_key("client-two", "client", b"client-two-key"),
+        it_api.api_key("ops", "admin", b"admin-key"),
     ]
-    return config.Settings(
-        database=DatabaseSettings(url=SecretStr(url)),
-        http_port=0,
-        http_host="127.0.0.1",
-        auth=auth,  # type: ignore[arg-type]
-        api_keys=keys if auth == "on" else [],
-        participants=ParticipantSettings(order=UNREACHABLE, payment=UNREACHABLE, inventory=UNREACHABLE),
-        shutdown_grace=timedelta(seconds=3),
-    )
+    return it_api.settings(url, auth, keys)
 
 
 @dataclass
