@@ -12,7 +12,9 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import pytest
 
 from sagaline import pg
@@ -58,3 +60,37 @@ async def make_database(pg_server: str, _templates: dict[Path, str]) -> AsyncIte
     yield make
     for name in created:
         await pg.drop_database(pg_server, name)
+
+
+class StatementLog:
+    """A pool whose connections note the first word of every statement they send, as the services' pools do."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.pools: list[asyncpg.Pool] = []
+
+    def _record(self, query: Any) -> None:
+        self.sent.append(query.query.split()[0].rstrip(";").upper())
+
+    async def pool(self, url: str) -> asyncpg.Pool:
+        """One connection (so nothing runs beside the statements counted), no reset query per release."""
+
+        async def setup(connection: asyncpg.Connection) -> None:
+            connection.add_query_logger(self._record)  # the same callable: a connection keeps it once
+
+        async def keep_session(_: asyncpg.Connection) -> None:
+            return None
+
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=1, setup=setup, reset=keep_session)
+        assert pool is not None
+        self.pools.append(pool)
+        return pool
+
+
+@pytest.fixture
+async def statement_log() -> AsyncIterator[StatementLog]:
+    """Count the statements a use case sends: `pool = await statement_log.pool(url)`, then `statement_log.sent`."""
+    log = StatementLog()
+    yield log
+    for pool in log.pools:
+        await pool.close()

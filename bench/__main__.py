@@ -1,19 +1,22 @@
-"""`make bench`: sagas/s, latency, durable commits and CPU per saga against a stack started here.
+"""`python -m bench`: sagas/s, latency, durable commits, statements and CPU per saga against a stack started here.
 
-Runs a serial phase (one saga in flight at a time: the next starts when the previous is terminal), then
-N sagas at concurrency C through the REST API of two orchestrator instances (alternating),
-default mix 90% happy and 10% payment declined; latency is accept -> terminal as recorded by the
-database (sagas.created_at -> finished_at). Commits are measured as deltas of pg_stat_wal.wal_sync
-(server-wide fsyncs) and pg_stat_database.xact_commit (the four databases; this also counts
-read-only transactions). The commit ceiling of the machine is measured in the same run with pgbench
-(one-row inserts, 32 clients). `--fault` kill -9's one orchestrator mid-run (`--fault term` sends
-SIGTERM instead) and reports the takeover time and `sagaline check`.
+Runs a serial phase (one client) and then N sagas with C closed-loop clients through the REST API of two
+orchestrator instances (alternating): each client starts a saga, waits until the database shows it
+terminal, and starts the next. The default mix is 90% happy and 10% payment declined; latency is accept
+-> terminal on the database's clock (the creation's first event -> sagas.finished_at). Commits are measured as
+deltas of pg_stat_wal.wal_sync (server-wide fsyncs), pg_stat_database.xact_commit (the four databases;
+this also counts read-only transactions) and transaction ids assigned (durable commits). CPU is read
+for every process of the stack and every PostgreSQL backend, less the driver's own polling backend. The
+commit ceiling of the machine is measured in the same run with pgbench (one-row inserts, 32 clients).
+`--fault` kill -9's one orchestrator mid-run (`--fault term` sends SIGTERM instead) and reports the
+takeover time and `sagaline check`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -24,6 +27,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +37,7 @@ import httpx
 import psutil
 import uvloop
 
+from bench.profile import Profiles
 from sagaline import check, pg, stack
 from sagaline.otlp_sink import Sink
 
@@ -112,9 +117,65 @@ def own_cpu_seconds() -> float:
     return times.user + times.system
 
 
+class Watcher:
+    """Tells each client when its saga is terminal, from one connection polling the database every 5 ms.
+
+    One shared poller instead of one per client keeps the driver's own load on PostgreSQL small; its
+    backend's CPU is still measured (`backend_cpu_seconds`) and taken out of PostgreSQL's figure.
+    """
+
+    def __init__(self, topology: stack.Topology) -> None:
+        self._topology = topology
+        self._waiting: dict[uuid.UUID, asyncio.Future[None]] = {}
+        self._conn: asyncpg.Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Watcher:
+        self._conn = await asyncpg.connect(self._topology.url("saga_orchestrator"))
+        self._task = asyncio.create_task(self._poll())
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._conn is not None:
+            await self._conn.close()
+
+    def backend_cpu_seconds(self) -> float:
+        assert self._conn is not None  # noqa: S101 - entered
+        times = psutil.Process(self._conn.get_server_pid()).cpu_times()
+        return float(times.user + times.system)
+
+    async def terminal(self, saga_id: str, within: float = 60) -> None:
+        future = self._waiting.setdefault(uuid.UUID(saga_id), asyncio.get_running_loop().create_future())
+        await asyncio.wait_for(future, within)
+
+    async def _poll(self) -> None:
+        assert self._conn is not None  # noqa: S101 - entered
+        while True:
+            if self._waiting:
+                rows = await self._conn.fetch(
+                    "SELECT id FROM sagas WHERE id = ANY($1::uuid[]) AND finished_at IS NOT NULL", list(self._waiting)
+                )
+                for row in rows:
+                    future = self._waiting.pop(row["id"])
+                    if not future.done():
+                        future.set_result(None)
+            await asyncio.sleep(0.005)
+
+
 async def drive(
-    supervisor: stack.Supervisor, n: int, concurrency: int, decline: float, kill_at: int | None, fault_signal: int
+    supervisor: stack.Supervisor,
+    n: int,
+    concurrency: int,
+    decline: float,
+    kill_at: int | None,
+    fault_signal: int,
+    watcher: Watcher,
 ) -> dict[str, Any]:
+    """Closed loop: each of `concurrency` clients starts a saga, waits until it is terminal, starts the next."""
     topology = supervisor.topology
     clients = [httpx.AsyncClient(base_url=topology.orchestrator_url(i), timeout=30) for i in range(2)]
     queue: asyncio.Queue[int] = asyncio.Queue()
@@ -144,14 +205,39 @@ async def drive(
             if response.status_code not in (200, 202):
                 raise RuntimeError(f"start failed: {response.status_code} {response.text}")
             ids.append(response.json()["id"])
-            if concurrency == 1:
-                # The serial phase keeps exactly one saga in flight, so commits per saga are not shared.
-                await wait_terminal(topology, ids[-1:], within=60)
+            if not killed:  # after a kill, sagas wait for the takeover: keep the load going meanwhile
+                await watcher.terminal(ids[-1])
 
     await asyncio.gather(*(client_loop() for _ in range(concurrency)))
     for client in clients:
         await client.aclose()
     return {"ids": ids, "killed_at": killed.get("at"), "client_retries": len(retried)}
+
+
+async def drive_open(supervisor: stack.Supervisor, n: int, rate: float, decline: float) -> dict[str, Any]:
+    """Open loop: n starts at Poisson arrivals of `rate` per second, whatever the answers' pace (the queueing view)."""
+    topology = supervisor.topology
+    clients = [httpx.AsyncClient(base_url=topology.orchestrator_url(i), timeout=30) for i in range(2)]
+    rng = random.Random(11)
+    ids: list[str] = []
+
+    async def start(i: int) -> None:
+        payload, headers = body(rng.random() < decline), {"Idempotency-Key": str(uuid.uuid4())}
+        response = await clients[i % 2].post("/v1/sagas", json=payload, headers=headers)
+        if response.status_code not in (200, 202):
+            raise RuntimeError(f"start failed: {response.status_code} {response.text}")
+        ids.append(response.json()["id"])
+
+    tasks = []
+    due = time.monotonic()
+    for i in range(n):
+        due += rng.expovariate(rate)
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        tasks.append(asyncio.create_task(start(i)))
+    await asyncio.gather(*tasks)
+    for client in clients:
+        await client.aclose()
+    return {"ids": ids, "killed_at": None, "client_retries": 0}
 
 
 async def wait_terminal(topology: stack.Topology, ids: list[str], within: float) -> list[asyncpg.Record]:
@@ -160,7 +246,10 @@ async def wait_terminal(topology: stack.Topology, ids: list[str], within: float)
         async with asyncio.timeout(within):
             while True:
                 rows = await conn.fetch(
-                    "SELECT status, created_at, finished_at FROM sagas WHERE id = ANY($1::uuid[])",
+                    # Accepted when its creation committed: its first event's time, like finished_at on the
+                    # database's clock (sagas.created_at is the accepting instance's reading of that clock).
+                    "SELECT status, finished_at, (SELECT min(e.created_at) FROM saga_events e WHERE e.saga_id = s.id)"
+                    " AS created_at FROM sagas s WHERE id = ANY($1::uuid[])",
                     [uuid.UUID(i) for i in ids],
                 )
                 if all(r["finished_at"] is not None for r in rows) and len(rows) == len(ids):
@@ -185,16 +274,28 @@ async def run_phase(
     decline: float,
     kill_at: int | None = None,
     fault_signal: int = signal.SIGKILL,
+    profiles: Profiles | None = None,
+    open_rate: float | None = None,
 ) -> dict[str, Any]:
     topology = supervisor.topology
-    wal0, commits0, xid0 = await counters(topology)
-    cpu0, driver0, pg0 = cpu_seconds(supervisor), own_cpu_seconds(), postgres_cpu_seconds()
-    sql0 = await statements(supervisor) if kill_at is None else {}
-    driven = await drive(supervisor, n, c, decline, kill_at, fault_signal)
-    rows = await wait_terminal(topology, sorted(set(driven["ids"])), within=120)
-    wal1, commits1, xid1 = await counters(topology)
-    cpu1, driver1, pg1 = cpu_seconds(supervisor), own_cpu_seconds(), postgres_cpu_seconds()
-    sql1 = await statements(supervisor) if kill_at is None else {}
+    async with Watcher(topology) as watcher:
+        wal0, commits0, xid0 = await counters(topology)
+        cpu0, driver0, pg0 = cpu_seconds(supervisor), own_cpu_seconds(), postgres_cpu_seconds()
+        watcher0 = watcher.backend_cpu_seconds()
+        sql0 = await statements(supervisor) if kill_at is None else {}
+        if profiles is not None:
+            profiles.start()
+        if open_rate is None:
+            driven = await drive(supervisor, n, c, decline, kill_at, fault_signal, watcher)
+        else:
+            driven = await drive_open(supervisor, n, open_rate, decline)
+        rows = await wait_terminal(topology, sorted(set(driven["ids"])), within=120)
+        if profiles is not None:
+            profiles.stop()
+        wal1, commits1, xid1 = await counters(topology)
+        cpu1, driver1, pg1 = cpu_seconds(supervisor), own_cpu_seconds(), postgres_cpu_seconds()
+        pg1 -= watcher.backend_cpu_seconds() - watcher0  # the driver's own polling is not the system's cost
+        sql1 = await statements(supervisor) if kill_at is None else {}
     latencies = [(r["finished_at"] - r["created_at"]).total_seconds() for r in rows]
     span = (max(r["finished_at"] for r in rows) - min(r["created_at"] for r in rows)).total_seconds()
     outcome: dict[str, int] = {}
@@ -204,6 +305,7 @@ async def run_phase(
         "sagas": n, "concurrency": c, "outcomes": outcome, "client_retries": driven["client_retries"],
         "sagas_per_second": round(n / span, 1),
         "latency_ms": {q: round(percentile(latencies, v) * 1000, 1) for q, v in QUANTILES},
+        "latencies_ms": sorted(round(v * 1000, 2) for v in latencies),
         "wal_sync_per_saga": round((wal1 - wal0) / n, 2),
         "durable_commits_per_saga": round((xid1 - xid0 - 1) / n, 2),
         "xact_commit_per_saga": round((commits1 - commits0) / n, 2),
@@ -255,15 +357,17 @@ def commit_ceiling(server_url: str, seconds: int = 5) -> float | None:
         uvloop.run(pg.drop_database(server_url, name))
 
 
-async def bench(args: argparse.Namespace) -> dict[str, Any]:
-    server_url, source = pg.server_url()
-    topology = stack.Topology.ephemeral(server_url, f"bench_{os.getpid()}")
+@contextlib.asynccontextmanager
+async def running(args: argparse.Namespace, *, tracing: bool) -> AsyncIterator[tuple[stack.Supervisor, Sink]]:
+    """A fresh stack (its own four databases) warmed up, with tracing as asked; everything removed after."""
+    server_url, _ = pg.server_url()
+    topology = stack.Topology.ephemeral(server_url, f"bench_{os.getpid()}_{uuid.uuid4().hex[:6]}")
     await stack.prepare(topology, out=io.StringIO())
-    env = {"SAGALINE_LOG__LEVEL": "warning", "OTEL_SDK_DISABLED": "true" if args.no_tracing else "false"}
+    env = {"SAGALINE_LOG__LEVEL": "warning", "OTEL_SDK_DISABLED": "false" if tracing else "true"}
     sink = Sink(keep=False)
-    if not args.no_tracing:
+    if tracing:
         env["SAGALINE_TELEMETRY__SAMPLE_RATIO"] = str(args.sample_ratio)
-    if not args.no_tracing and not args.no_export:
+    if tracing and not args.no_export:
         # Spans are exported for real, to a receiver in this process, so the cost measured includes export.
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = await sink.start()
         env["OTEL_EXPORTER_OTLP_INSECURE"] = "true"
@@ -276,23 +380,37 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     try:
         await supervisor.start()
         await run_phase(supervisor, 50, 8, 0.0)  # warm-up: connections, caches
-        phases = {"c1": await run_phase(supervisor, args.serial, 1, args.decline)}
-        kill_at = args.sagas // 2 if args.fault else None
-        fault_signal = signal.SIGTERM if args.fault == "term" else signal.SIGKILL
-        phases[f"c{args.concurrency}"] = await run_phase(
-            supervisor, args.sagas, args.concurrency, args.decline, kill_at, fault_signal
-        )
-        report = await check.run({role: topology.url(role) for role in pg.DATABASES})
+        yield supervisor, sink
     finally:
         await supervisor.stop()
         await sink.stop()
         for name in topology.databases.values():
             await pg.drop_database(server_url, name)
+
+
+async def judge(supervisor: stack.Supervisor) -> str | list[str]:
+    """`sagaline check` over the stack's databases: "OK" or the violations."""
+    topology = supervisor.topology
+    report = await check.run({role: topology.url(role) for role in pg.DATABASES})
+    return "OK" if report.ok else report.violations
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    _, source = pg.server_url()
+    async with running(args, tracing=not args.no_tracing) as (supervisor, sink):
+        phases = {"c1": await run_phase(supervisor, args.serial, 1, args.decline)}
+        kill_at = args.sagas // 2 if args.fault else None
+        fault_signal = signal.SIGTERM if args.fault == "term" else signal.SIGKILL
+        profiles = Profiles(supervisor, args.profile) if args.profile else None
+        phases[f"c{args.concurrency}"] = await run_phase(
+            supervisor, args.sagas, args.concurrency, args.decline, kill_at, fault_signal, profiles
+        )
+        verdict = await judge(supervisor)
     return {"postgres": source, "tracing": not args.no_tracing, "exported": not (args.no_tracing or args.no_export),
             "sample_ratio": args.sample_ratio,
             "spans_exported": sink.count,
             "fault": args.fault, "phases": phases,
-            "check": "OK" if report.ok else report.violations}  # fmt: skip
+            "check": verdict}  # fmt: skip
 
 
 def arguments() -> argparse.ArgumentParser:
@@ -313,6 +431,10 @@ def arguments() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--no-ceiling", action="store_true", help="skip the pgbench commit-ceiling measurement")
     parser.add_argument("--sample-ratio", type=float, default=1.0, help="share of sagas traced (head sampling)")
+    parser.add_argument(
+        "--profile", type=Path, metavar="DIR",
+        help="py-spy every process during the loaded phase: DIR/<process>.txt (raw) and .summary.txt",
+    )  # fmt: skip
     return parser
 
 

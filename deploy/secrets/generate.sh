@@ -1,5 +1,7 @@
 #!/bin/sh
-# Create the secret files compose.yaml reads (deploy/secrets/<name>.txt), each a fresh random value.
+# Optional: choose compose's secrets on the host (deploy/secrets/<name>.txt), each a fresh random value.
+# Without them the `secrets` job of compose.yaml draws its own on the first `up`; with them, written before
+# that first `up`, it copies these instead (deploy/docker/init-secrets.sh).
 # Existing files are kept, so running this again never changes a password a database was created with.
 # The files are ignored by git (deploy/secrets/.gitignore). They are made world-readable on purpose:
 # compose bind-mounts them into containers whose users (postgres, grafana, the non-root sagaline user)

@@ -49,13 +49,26 @@ CertsOption = Annotated[
 ]
 
 
+ListenOption = Annotated[
+    str,
+    typer.Option("--listen", help="address the orchestrators' REST binds (0.0.0.0 in a container; auth must be on)"),
+]
+PortOption = Annotated[int, typer.Option("--port", min=1, max=65535, help="REST port of orchestrator 1 (N: port+N-1)")]
+
+
 @app.command()
-def up(orchestrators: Annotated[int, typer.Option(min=1, max=8)] = 2, certs: CertsOption = None) -> None:
+def up(
+    orchestrators: Annotated[int, typer.Option(min=1, max=8)] = 2,
+    certs: CertsOption = None,
+    listen: ListenOption = "127.0.0.1",
+    port: PortOption = 8080,
+) -> None:
     """Find or start PostgreSQL, migrate, seed, and run 3 services + N orchestrators until Ctrl-C."""
     if certs is not None and not (certs / "ca.crt").is_file():
         raise typer.BadParameter(f"{certs} holds no ca.crt: run `sagaline certs {certs}` first", param_hint="--certs")
     topology = _topology()
-    topology.orchestrator_ports = [8080 + i for i in range(orchestrators)]
+    topology.listen_host = listen
+    topology.orchestrator_ports = [port + i for i in range(orchestrators)]
     topology.debug_ports = [6060 + i for i in range(orchestrators)]
     uvloop.run(_up(topology, certs))
 
@@ -69,7 +82,7 @@ async def _up(topology: stack.Topology, certs: Path | None) -> None:
         loop.add_signal_handler(signum, stop.set)
     await supervisor.start()
     urls = ", ".join(topology.orchestrator_url(i) for i in range(len(topology.orchestrator_ports)))
-    typer.echo(f"sagaline is up: REST on {urls} (Swagger UI at /docs); Ctrl-C stops everything")
+    typer.echo(f"sagaline is up: REST on {urls} (sagas at /ui, Swagger UI at /docs); Ctrl-C stops everything")
     await stop.wait()
     codes = await supervisor.stop()
     raise typer.Exit(0 if all(c == 0 for c in codes.values()) else 1)
@@ -238,10 +251,15 @@ def saga_list(
 
 
 @saga_app.command("retry")
-def saga_retry(saga_id: str, url: UrlOption = "http://127.0.0.1:8080", as_json: JsonOption = False) -> None:
-    """Resume the compensation of a FAILED saga (admin)."""
+def saga_retry(
+    saga_id: str,
+    reason: Annotated[str | None, typer.Option("--reason", help="why (recorded with your key's name)")] = None,
+    url: UrlOption = "http://127.0.0.1:8080",
+    as_json: JsonOption = False,
+) -> None:
+    """Resume the compensation of a FAILED saga, or its confirmation past the point of no return (admin)."""
     with _client(url) as client:
-        saga = _answer(client.post(f"/v1/sagas/{saga_id}/retry"), as_json)
+        saga = _answer(client.post(f"/v1/sagas/{saga_id}/retry", json={"reason": reason} if reason else None), as_json)
     if not as_json:
         _show_saga(saga)
 
@@ -253,3 +271,153 @@ def saga_cancel(saga_id: str, url: UrlOption = "http://127.0.0.1:8080", as_json:
         saga = _answer(client.post(f"/v1/sagas/{saga_id}/cancel"), as_json)
     if not as_json:
         _show_saga(saga)
+
+
+# -- the queue: what needs a person (admin), the dry run, the export ----------------------------------------
+
+ReasonOption = Annotated[
+    str, typer.Option("--reason", help="why you act; recorded in the saga's history with your API key's name")
+]
+
+
+def _json_argument(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"{what} is not JSON: {exc}") from exc
+
+
+def _act(saga_id: str, action: str, body: dict[str, Any], url: str, as_json: bool) -> None:
+    with _client(url) as client:
+        saga = _answer(client.post(f"/v1/sagas/{saga_id}/{action}", json=body), as_json)
+    if not as_json:
+        _show_saga(saga)
+
+
+@saga_app.command("queue")
+def saga_queue(url: UrlOption = "http://127.0.0.1:8080", as_json: JsonOption = False) -> None:
+    """The FAILED sagas no person has resolved yet, newest first: what needs a person."""
+    waiting: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"status": "FAILED", "limit": 100}
+    with _client(url) as client:
+        while True:
+            page = _answer(client.get("/v1/sagas", params=params), False)
+            waiting += [s for s in page["items"] if s.get("resolution") is None]
+            if not page["next_cursor"]:
+                break
+            params["cursor"] = page["next_cursor"]
+    if as_json:
+        typer.echo(json.dumps(waiting, indent=2))
+        return
+    rows = [["id", "type", "failed at", "reason"]]
+    rows += [[s["id"], s["saga_type"], s["finished_at"] or "", (s["error"] or "")[:70]] for s in waiting]
+    typer.echo(_table(rows) if waiting else "the queue is empty: no FAILED saga waits for a person")
+
+
+@saga_app.command("retry-payload")
+def saga_retry_payload(
+    saga_id: str,
+    payload: Annotated[str, typer.Option("--payload", help="the corrected payload as JSON")],
+    reason: ReasonOption,
+    url: UrlOption = "http://127.0.0.1:8080",
+    as_json: JsonOption = False,
+) -> None:
+    """Resume a saga that failed going forward, from its stuck step, with a corrected payload (admin)."""
+    _act(saga_id, "retry-with-payload", {"payload": _json_argument(payload, "--payload"), "reason": reason}, url,
+         as_json)  # fmt: skip
+
+
+@saga_app.command("skip")
+def saga_skip(
+    saga_id: str,
+    step: Annotated[str, typer.Argument(help="the step the saga is stuck at")],
+    reason: ReasonOption,
+    output: Annotated[str, typer.Option("--output", help="what the step produced, done by hand, as JSON")] = "{}",
+    url: UrlOption = "http://127.0.0.1:8080",
+    as_json: JsonOption = False,
+) -> None:
+    """Mark the stuck step done by hand, with its output; the saga goes on (admin)."""
+    body = {"step": step, "output": _json_argument(output, "--output"), "reason": reason}
+    _act(saga_id, "skip-step", body, url, as_json)
+
+
+@saga_app.command("compensate")
+def saga_compensate(
+    saga_id: str, reason: ReasonOption, url: UrlOption = "http://127.0.0.1:8080", as_json: JsonOption = False
+) -> None:
+    """Force the compensation of a FAILED saga; refused past the point of no return (admin)."""
+    _act(saga_id, "compensate", {"reason": reason}, url, as_json)
+
+
+@saga_app.command("resolve")
+def saga_resolve(
+    saga_id: str, reason: ReasonOption, url: UrlOption = "http://127.0.0.1:8080", as_json: JsonOption = False
+) -> None:
+    """Mark a FAILED saga handled without acting; it leaves the queue (admin)."""
+    _act(saga_id, "resolve", {"reason": reason}, url, as_json)
+
+
+@saga_app.command("plan")
+def saga_plan(
+    saga_type: Annotated[str, typer.Argument(help="the saga type, e.g. order_saga")],
+    payload: Annotated[str, typer.Option("--payload", help="the payload as JSON")],
+    deadline: Annotated[str | None, typer.Option("--deadline", help="a deadline such as 30s")] = None,
+    url: UrlOption = "http://127.0.0.1:8080",
+    as_json: JsonOption = False,
+) -> None:
+    """Dry run: the steps, their timeouts and retries, and what a failure at each step would undo."""
+    body: dict[str, Any] = {"payload": _json_argument(payload, "--payload")}
+    if deadline:
+        body["deadline"] = deadline
+    with _client(url) as client:
+        plan = _answer(client.post(f"/v1/saga-types/{saga_type}/plan", json=body), as_json)
+    if not as_json:
+        typer.echo(render_plan(plan))
+
+
+def _schedule(retry: dict[str, Any]) -> str:
+    delays = ", ".join(f"{d['delay_seconds']:g}s" for d in retry["schedule"])
+    jitter = f" (±{retry['jitter'] * 100:g}%)"
+    if retry["max_retries"] is None:
+        return f"until it succeeds: {delays}, then every {retry['then_repeats']['delay_seconds']:g}s{jitter}"
+    return f"{retry['max_retries']} retries: {delays}{jitter}" if retry["schedule"] else "no retries"
+
+
+def render_plan(plan: dict[str, Any]) -> str:
+    """The dry run as text: the steps, then what a failure at each position would run."""
+    lines = [f"plan of {plan['saga_type']} v{plan['definition_version']}: deadline {plan['deadline_seconds']:g}s, "
+             f"on timeout {plan['on_timeout']}; nothing was written or called", ""]  # fmt: skip
+    rows = [["#", "step", "action", "timeout", "retries", "compensation"]]
+    for step in plan["steps"]:
+        action, undo = step["action"], step["compensation"]
+        rows.append([str(step["position"] + 1), step["name"], f"{action['service']}.{action['method']}",
+                     f"{action['timeout_seconds']:g}s", _schedule(action["retry"]),
+                     f"{undo['service']}.{undo['method']} ({undo['timeout_seconds']:g}s)" if undo
+                     else "none: the point of no return"])  # fmt: skip
+    lines += [_table(rows), "", "if a step fails:"]
+    for failure in plan["failures"]:
+        refused = ", ".join(c["method"] for c in failure["if_refused"]) or "nothing to undo"
+        unknown = (
+            "retried until it succeeds"
+            if failure["if_unknown"] is None
+            else f"after {failure['unknown_after_attempts']} attempts, the same compensations"
+        )
+        lines.append(f"  {failure['step']}: refused -> {refused}; outcome unknown -> {unknown}")
+    return "\n".join(lines)
+
+
+@saga_app.command("export")
+def saga_export(
+    saga_id: str,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write here instead of stdout")] = None,
+    url: UrlOption = "http://127.0.0.1:8080",
+) -> None:
+    """Write one saga's whole history (steps with requests and answers, every event) as JSON."""
+    with _client(url) as client:
+        history = _answer(client.get(f"/v1/sagas/{saga_id}/history"), False)
+    text = json.dumps(history, indent=2, sort_keys=True)
+    if output is None:
+        typer.echo(text)
+    else:
+        output.write_text(text + "\n", encoding="utf-8")
+        typer.echo(f"wrote the history of saga {saga_id} to {output}", err=True)

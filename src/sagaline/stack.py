@@ -75,6 +75,9 @@ class Topology:
     # Used only when the debug port is enabled (SAGALINE_DEBUG__ENABLED=true); bound to 127.0.0.1.
     debug_ports: list[int] = field(default_factory=lambda: [6060, 6061])
     host: str = "127.0.0.1"
+    # Where the orchestrators' REST listeners bind when not on `host`: `0.0.0.0` for a container whose
+    # platform routes traffic to it (the Render free-plan blueprint). The participants stay on `host`.
+    listen_host: str = ""
 
     @classmethod
     def ephemeral(cls, server_url: str, prefix: str, orchestrators: int = 2) -> Topology:
@@ -113,7 +116,7 @@ class Topology:
             "SAGALINE_DATABASE__URL": self.url("saga_orchestrator"),
             "SAGALINE_INSTANCE": str(index + 1),
             "SAGALINE_HTTP_PORT": str(self.orchestrator_ports[index]),
-            "SAGALINE_HTTP_HOST": self.host,
+            "SAGALINE_HTTP_HOST": self.listen_host or self.host,
             "SAGALINE_DEBUG__PORT": str(self.debug_ports[index]),
         }
         for service in SERVICES:

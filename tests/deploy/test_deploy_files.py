@@ -63,8 +63,8 @@ def promtool() -> str:
     path = shutil.which("promtool")
     if path is None:
         pytest.fail(
-            "promtool is not installed, so the Prometheus rules cannot be checked: install Debian's package "
-            "with `apt-get install -y prometheus` (.ci/run does this before `make test`)"
+            "promtool is not installed, so the Prometheus rules cannot be checked: `make tools` (which `make test` "
+            "runs) installs it as root on Debian/Ubuntu; otherwise run `sudo apt-get install prometheus`"
         )
     return path
 
@@ -129,6 +129,14 @@ def load_settings(process: str, env: dict[str, str], monkeypatch: pytest.MonkeyP
     return settings.load(config.Settings, **overrides)
 
 
+SECRET_NAMES = {p.name.removesuffix(".txt.example") for p in (DEPLOY / "secrets").glob("*.txt.example")}
+
+
+def mounted_secrets(service: dict[str, Any]) -> set[str]:
+    """The secrets a container can read at /run/secrets: all of them when it mounts the `secrets` volume."""
+    return SECRET_NAMES if "secrets:/run/secrets:ro" in service.get("volumes", []) else set()
+
+
 def prometheus_targets() -> dict[str, set[str]]:
     config = load_yaml(PROMETHEUS / "prometheus.yml")
     return {
@@ -145,22 +153,87 @@ def test_compose_matches_the_compose_specification() -> None:
 
 def test_compose_references_resolve() -> None:
     spec = compose()
-    services, secrets, volumes = spec["services"], spec.get("secrets", {}), spec.get("volumes", {})
+    services, volumes = spec["services"], spec.get("volumes", {})
     for name, service in services.items():
         for dependency in service.get("depends_on", {}):
             assert dependency in services, f"{name} depends on unknown service {dependency}"
-        for secret in service.get("secrets", []):
-            assert secret in secrets, f"{name} uses undeclared secret {secret}"
         for mount in service.get("volumes", []):
             source = mount.split(":", 1)[0]
             if not source.startswith((".", "/", "$")):
                 assert source in volumes, f"{name} mounts undeclared volume {source}"
             elif source.startswith("./"):
                 assert (ROOT / source).exists(), f"{name} mounts missing {source}"
-    for name, secret in secrets.items():
-        path = secret["file"]
-        assert re.fullmatch(r"\./deploy/secrets/[a-z0-9_]+\.txt", path), f"secret {name} must live in deploy/secrets"
-        assert (ROOT / f"{path}.example").is_file(), f"secret {name} has no committed {path}.example"
+    # No file-based secrets: those would have to exist before `docker compose up` (a manual step).
+    assert "secrets" not in spec or not spec["secrets"]
+    assert all("secrets" not in service for service in services.values())
+
+
+def test_every_long_running_compose_service_has_a_healthcheck() -> None:
+    services = compose()["services"]
+    one_shot = {name for name, service in services.items() if service.get("restart") == "no"}
+    assert one_shot == {"secrets", "certs", *migrate_jobs(compose())}
+    for name, service in services.items():
+        if name in one_shot or name == "fluent-bit":  # distroless: nothing in the image to probe with
+            continue
+        if name in app_services(compose()):  # the image's HEALTHCHECK, on $HEALTHCHECK_PORT
+            assert "HEALTHCHECK_PORT" in environment(service), name
+            continue
+        check = service.get("healthcheck")
+        assert check, f"{name} has no healthcheck"
+        assert "disable" not in check, name
+        assert check["test"][0] in {"CMD", "CMD-SHELL"}, name
+    assert "No healthcheck" in COMPOSE.read_text()  # the exception says why, in the file
+
+
+def test_compose_makes_its_own_secrets_before_anything_reads_them() -> None:
+    spec = compose()
+    services = spec["services"]
+    job = services["secrets"]
+    assert job["command"] == ["sh", "/app/deploy/docker/init-secrets.sh", "/run/secrets"]
+    assert job["restart"] == "no"
+    assert set(job["volumes"]) == {"secrets:/run/secrets", "./deploy/secrets:/run/secrets-seed:ro"}
+    readers = {name for name, service in services.items() if mounted_secrets(service)}
+    assert {"postgres-orchestrator", "prometheus", "grafana", "orchestrator-1", "order"} <= readers
+    for name in readers:
+        # Every reader waits for the job, directly or through the database server it waits on.
+        depends = services[name].get("depends_on", {})
+        chain = [d for d in depends if d == "secrets" or d.startswith(("postgres-", "migrate-"))]
+        assert chain, f"{name} reads secrets but does not wait for them"
+        if "secrets" in depends:
+            assert depends["secrets"]["condition"] == "service_completed_successfully", name
+    assert "secrets:/run/secrets:ro" not in job["volumes"]
+    assert "secrets" in spec["volumes"]
+
+
+def test_the_secrets_job_generates_keeps_and_takes_the_operators_values(tmp_path: Path) -> None:
+    seed, target = tmp_path / "seed", tmp_path / "run"
+    seed.mkdir()
+    target.mkdir()
+    for name in ("api_key_client", "postgres_order_password"):
+        (seed / f"{name}.txt.example").write_text("replace-me\n")
+    (seed / "api_key_client.txt").write_text("chosen-by-the-operator\n")
+    script = DEPLOY / "docker" / "init-secrets.sh"
+    env = {"PATH": "/usr/bin:/bin", "INIT_SEED_DIR": str(seed)}
+
+    def job() -> str:
+        command = ["/bin/sh", str(script), str(target)]
+        result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)  # noqa: S603 - ours
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    first = job()
+    password = (target / "postgres_order_password").read_text()
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", password)
+    assert (target / "api_key_client").read_text() == "chosen-by-the-operator\n"
+    assert "chosen-by-the-operator" not in first
+    assert password not in first
+    assert {oct(p.stat().st_mode & 0o777) for p in target.iterdir()} == {"0o644"}
+    # A second `up`: nothing changes, not even when the operator's file changed since.
+    (seed / "api_key_client.txt").write_text("changed-later\n")
+    second = job()
+    assert (target / "postgres_order_password").read_text() == password
+    assert (target / "api_key_client").read_text() == "chosen-by-the-operator\n"
+    assert "differs from the value in use" in second
 
 
 def test_compose_start_order_postgres_then_migrations_then_services() -> None:
@@ -196,10 +269,10 @@ def test_compose_postgres_servers() -> None:
         assert server["image"] == "postgres:15"
         assert env["POSTGRES_DB"] == database
         secret = env["POSTGRES_PASSWORD_FILE"].removeprefix("/run/secrets/")
-        assert secret in server["secrets"]
+        assert secret in mounted_secrets(server)
         assert "POSTGRES_PASSWORD" not in env
         assert "pg_isready" in " ".join(server["healthcheck"]["test"])
-        (volume,) = server["volumes"]
+        (volume,) = [v for v in server["volumes"] if not v.startswith("secrets:")]
         assert volume.endswith(":/var/lib/postgresql/data")
         assert volume.split(":")[0] in spec["volumes"]
 
@@ -221,7 +294,7 @@ def test_every_compose_container_environment_loads_with_the_real_settings(monkey
         assert match.group(1) == environment(server)["POSTGRES_USER"]
         assert match.group(3) == environment(server)["POSTGRES_DB"]
         assert env["PGPASSWORD_FILE"] == environment(server)["POSTGRES_PASSWORD_FILE"]
-        assert env["PGPASSWORD_FILE"].removeprefix("/run/secrets/") in service["secrets"]
+        assert env["PGPASSWORD_FILE"].removeprefix("/run/secrets/") in mounted_secrets(service)
         if name.startswith("migrate-"):
             assert service["healthcheck"] == {"disable": True}
             continue
@@ -248,7 +321,7 @@ def test_compose_orchestrators_share_the_participants_and_require_api_keys(
         for key in cfg.api_keys:
             assert key.sha256 is None
             assert key.key_file is not None
-            assert str(key.key_file).removeprefix("/run/secrets/") in service["secrets"]
+            assert str(key.key_file).removeprefix("/run/secrets/") in mounted_secrets(service)
         for participant in PARTICIPANTS:
             assert getattr(cfg.participants, participant) == f"{participant}:{grpc_ports[participant]}"
         assert str(grpc_ports["order"]) in services["order"]["expose"]
@@ -262,7 +335,11 @@ def test_compose_observability_profile() -> None:
             assert service.get("profiles") == ["observability"], name
         else:
             assert "profiles" not in service, f"{name} must run without a profile"
-    assert spec["services"]["grafana"]["ports"] == ["${GRAFANA_PUBLISH:-3000}:3000"]
+    # The observability UIs and APIs are published on loopback only; the REST API through nginx everywhere.
+    for name, port in {"prometheus": 9090, "grafana": 3000, "jaeger": 16686, "loki": 3100}.items():
+        assert spec["services"][name]["ports"] == [f"127.0.0.1:${{{name.upper()}_PUBLISH:-{port}}}:{port}"], name
+    published = {n for n, s in spec["services"].items() if s.get("ports")}
+    assert published == {"nginx", "prometheus", "grafana", "jaeger", "loki"}
     assert spec["services"]["nginx"]["ports"] == ["${SAGALINE_HTTP_PUBLISH:-8080}:8080"]
     jaeger = environment(spec["services"]["jaeger"])
     assert jaeger["COLLECTOR_OTLP_ENABLED"] == "true"
@@ -454,6 +531,15 @@ def test_the_dashboards_cover_what_operators_need() -> None:
         assert metric in text("service-health"), metric
     tracing = boards["tracing"]
     assert any((p.get("datasource") or {}).get("type") == "jaeger" for p in panels(tracing))
+    # The service dependency graph: a node graph fed by Jaeger's dependencies API (Grafana's `dependencyGraph`
+    # query type), from a datasource with the node graph enabled.
+    (graph,) = [p for p in panels(tracing) if p["type"] == "nodeGraph"]
+    assert [(t["datasource"]["uid"], t["queryType"]) for t in graph["targets"]] == [("jaeger", "dependencyGraph")]
+    sources = {
+        d["uid"]: d for d in load_yaml(DEPLOY / "grafana/provisioning/datasources/datasources.yml")["datasources"]
+    }
+    assert sources["jaeger"]["type"] == "jaeger"
+    assert sources["jaeger"]["jsonData"]["nodeGraph"]["enabled"] is True
     assert any(p["type"] == "table" and "saga_duration_seconds_bucket" in json.dumps(p) for p in panels(tracing))
 
 
@@ -736,7 +822,7 @@ _SECRET_PATTERNS = {
 }
 # Values that are references, not secrets: variables, secret-file paths, placeholders, JSON structure.
 _PLACEHOLDER = re.compile(
-    r"^(?:\$|<|`|\[|\{|/run/secrets/|/app/|replace-me|example|change-?me|\.\.\.|\*+$|false$|true$)"
+    r"^(?:\$|<|`|\[|\{|/run/secrets\b|/app/|replace-me|example|change-?me|\.\.\.|\*+$|false$|true$)"
 )
 
 
@@ -810,4 +896,4 @@ def test_production_configs_put_metrics_and_docs_behind_a_key_and_prometheus_has
     assert render_env["SAGALINE_OPERATOR_ENDPOINTS"] == "authenticated"
     [job] = [j for j in load_yaml(PROMETHEUS / "prometheus.yml")["scrape_configs"] if j["job_name"] == "orchestrator"]
     secret = Path(job["authorization"]["credentials_file"]).name
-    assert secret in spec["services"]["prometheus"]["secrets"], "Prometheus can read the key it scrapes with"
+    assert secret in mounted_secrets(spec["services"]["prometheus"]), "Prometheus can read the key it scrapes with"

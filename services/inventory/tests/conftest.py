@@ -46,6 +46,11 @@ class FakeInventoryStore:
                 self.stock, self.reservations, self.releases = saved
                 raise
 
+    async def reserve_if_new(self, reservation: domain.Reservation) -> bool:
+        # The port allows a store to always decide through `action`; this fake does, so the unit tests
+        # exercise the general path (the database's fast path is tested against PostgreSQL).
+        return False
+
     async def get_reservation(self, reservation_id: uuid.UUID) -> domain.Reservation | None:
         return self.reservations.get(reservation_id)
 

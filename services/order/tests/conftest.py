@@ -95,6 +95,17 @@ class FakeOrderStore:
             yield tx
             self.state = tx.state
 
+    async def create_if_new(self, order: domain.Order) -> bool:
+        # The port allows a store to always decide through a transaction; this fake does, so the unit
+        # tests exercise the general path (the database's fast paths are tested against PostgreSQL).
+        return False
+
+    async def confirm_if_new(self, key: str, saga_id: uuid.UUID, order_id: uuid.UUID) -> domain.Order | None:
+        return None
+
+    async def cancel_if_new(self, key: str, saga_id: uuid.UUID, action_key: str) -> tuple[bool, domain.Order | None]:
+        return False, None
+
     async def get(self, order_id: uuid.UUID) -> domain.Order | None:
         return self.state.orders.get(order_id)
 

@@ -74,6 +74,7 @@ class FakeLedger:
     def __init__(self, accounts: Iterable[domain.Account] = ()) -> None:
         self.state = LedgerState()
         self.commits = 0
+        self.fast_path_calls = 0
         self._lock = asyncio.Lock()
         for account in accounts:
             self.add_account(account)
@@ -89,6 +90,24 @@ class FakeLedger:
             yield FakeTransaction(draft)
             self.state = draft
             self.commits += 1
+
+    async def capture_if_new(self, payment: domain.Payment) -> bool:
+        """Like the database's fast path: only a new key on an account that can pay; never decides a refusal."""
+        self.fast_path_calls += 1
+        async with self._lock:
+            key, account = payment.idempotency_key, self.state.accounts.get(payment.customer_id)
+            if key in self.state.payments or key in self.state.tombstones or account is None:
+                return False
+            if account.currency != payment.currency or account.balance < payment.amount:
+                return False
+            self.state.accounts[account.customer_id] = account.debit(payment.amount, payment.currency)
+            self.state.payments[key] = payment
+            self.commits += 1
+            return True
+
+    async def refund_if_new(self, command: domain.RefundCommand) -> domain.RefundOutcome | None:
+        # The port allows a ledger to always decide through a transaction; this fake does for refunds.
+        return None
 
     async def get_payment(self, payment_id: uuid.UUID) -> domain.Payment | None:
         return next((p for p in self.state.payments.values() if p.id == payment_id), None)

@@ -44,20 +44,30 @@ Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
 class _ObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self) -> None:
+        # Services are registered before the server starts and never change: each method's observed
+        # handler is built on its first call and reused, instead of a new wrapper per call.
+        self._observed: dict[str, grpc.RpcMethodHandler] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
+        known = self._observed.get(handler_call_details.method)
+        if known is not None:
+            return known
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
         service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
-        return grpc.unary_unary_rpc_method_handler(
+        observed = grpc.unary_unary_rpc_method_handler(
             _observed(handler.unary_unary, service, method),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+        self._observed[handler_call_details.method] = observed
+        return observed
 
 
 _RETRY_FIRST, _RETRY_MAX, _RETRY_BUDGET = 0.05, 1.0, 10.0

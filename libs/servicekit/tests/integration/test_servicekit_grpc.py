@@ -4,6 +4,7 @@ The service under test is registered with a generic handler and identity seriali
 """
 
 import asyncio
+import contextlib
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -299,3 +300,19 @@ async def test_extra_interceptors_see_every_call() -> None:
         await server.stop(0)
 
     assert seen == [f"/{SERVICE}/Ok"]
+
+
+@pytest.mark.parametrize(("name", "code"), [("Ok", "OK"), ("Boom", "INTERNAL"), ("Conflict", "ALREADY_EXISTS")])
+async def test_unary_on_an_uninstrumented_channel_is_observed_once_like_an_intercepted_call(
+    running: Running, name: str, code: str
+) -> None:
+    async with grpc_client.insecure_channel(f"127.0.0.1:{running.server.port}", instrumented=False) as plain:
+        rpc = plain.unary_unary(f"/{SERVICE}/{name}", request_serializer=_identity, response_deserializer=_identity)
+        before = _count("client", name, code)
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await grpc_client.unary(rpc, b"hi", service=SERVICE, method=name, timeout=5)
+        assert _count("client", name, code) - before == 1
+        # Without `unary`, the plain channel observes nothing: the hot path is not counted twice.
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await rpc(b"hi", timeout=5)
+        assert _count("client", name, code) - before == 1

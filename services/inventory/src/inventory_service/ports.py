@@ -64,6 +64,13 @@ class InventoryStore(Protocol):
         """A transaction holding the exclusive lock on action_idempotency_key; commits on normal exit."""
         ...
 
+    async def reserve_if_new(self, reservation: domain.Reservation) -> bool:
+        """Place reservation at once if its key has no history and the stock suffices; else change nothing.
+
+        False means "decide through `action`": a store may always answer False.
+        """
+        ...
+
     async def get_reservation(self, reservation_id: uuid.UUID) -> domain.Reservation | None:
         """The reservation with reservation_id in its current status, or None."""
         ...

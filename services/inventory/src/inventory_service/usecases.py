@@ -39,6 +39,11 @@ class Inventory:
         if failpoints.armed():  # a poison SKU for the fault battery: the service dies on it, every time
             for sku in request.skus:
                 await failpoints.hit(f"inventory.reserve:{sku}")
+        reservation_id = self._new_id()
+        placed = domain.Reservation(reservation_id, request.idempotency_key, request.saga_id, request.lines)
+        if await self._store.reserve_if_new(placed):
+            log.debug("stock reserved", saga_id=str(request.saga_id), reservation_id=str(reservation_id))
+            return placed
         async with self._store.action(request.idempotency_key) as session:
             existing = await session.find_reservation(request.idempotency_key)
             if existing is not None:
@@ -46,7 +51,7 @@ class Inventory:
             if await session.find_release(request.idempotency_key) is not None:
                 raise domain.Tombstoned(f"idempotency_key {request.idempotency_key} was already compensated")
             available = await session.lock_stock(request.skus)
-            reservation = domain.Reservation.place(self._new_id(), request, available)
+            reservation = domain.Reservation.place(reservation_id, request, available)
             await session.add_reservation(reservation)
         log.debug("stock reserved", saga_id=str(request.saga_id), reservation_id=str(reservation.id))
         return reservation

@@ -19,7 +19,7 @@ from orchestrator import api, config, definitions, engine, usecases, worker
 from orchestrator.adapters.clock import SystemClock
 from orchestrator.adapters.participants import GrpcParticipants
 from orchestrator.adapters.postgres import PostgresSagaRepository
-from orchestrator.domain.breaker import BreakerPolicy
+from orchestrator.domain.definition import Registry
 from orchestrator.domain.model import OnTimeout
 from servicekit import db, http_server, lifecycle, logging, migrations, settings
 
@@ -62,6 +62,26 @@ def _authenticator(cfg: config.Settings) -> api.Authenticator:
     return api.Authenticator(keys)
 
 
+def saga_registry(cfg: config.Settings) -> Registry:
+    """The saga definitions with the configured deadline, retry policies and step timeouts applied.
+
+    Raises:
+        ConfigError: a step is named that no saga has, or the resulting policy is not usable.
+    """
+    try:
+        return definitions.registry(
+            cfg.saga.deadline,
+            action_retry=cfg.retry.overrides(),
+            steps={name: step.tuning() for name, step in cfg.steps.items()},
+        )
+    except ValueError as exc:
+        raise settings.ConfigError(f"invalid configuration for the saga definitions: {exc}") from exc
+
+
+def _retention_policy(cfg: config.RetentionSettings) -> usecases.RetentionPolicy:
+    return usecases.RetentionPolicy(cfg.finished_after, cfg.batch, cfg.max_batches, cfg.export_dir)
+
+
 @dataclass
 class Running:
     """A started instance; `stop` drains it."""
@@ -92,17 +112,15 @@ async def start(cfg: config.Settings) -> Running:
     """
     if problem := cfg.auth_off_exposure():
         raise settings.ConfigError(problem)
+    registry = saga_registry(cfg)
     participants = GrpcParticipants(cfg.participants.model_dump(), cfg.tls)
     pool = await db.create_pool(cfg.database, application_name=f"sagaline-orchestrator-{cfg.instance}")
-    registry = definitions.registry(cfg.saga.deadline)
     repo = PostgresSagaRepository(pool, registry, cfg.saga.idempotency_key_ttl)
     clock = SystemClock(_skewed_wall(cfg.fault_clock_skew) if cfg.fault_clock_skew else None)
-    breaker_policy = BreakerPolicy(
-        cfg.breaker.failure_threshold, cfg.breaker.open_for.total_seconds(), cfg.breaker.success_threshold
-    )
+    per_service = {service: cfg.breaker.policy(service) for service in cfg.breaker.services}
     own = cfg.ownership
     runner = engine.Engine(
-        repo, participants, clock, engine.Breakers(breaker_policy, clock.monotonic),
+        repo, participants, clock, engine.Breakers(cfg.breaker.policy(), clock.monotonic, per_service),
         engine.EngineConfig(lease_ttl=own.lease_ttl, max_wait=min(1.0, own.lease_ttl.total_seconds() / 3)),
     )  # fmt: skip
     owner_id = new_owner_id()
@@ -112,10 +130,11 @@ async def start(cfg: config.Settings) -> Running:
         runner,
         worker.WorkerConfig(own.lease_ttl, own.poll_interval, own.max_concurrent, own.claim_batch),
         clock,
+        retention=usecases.Retention(repo, _retention_policy(cfg.retention)),
     )
     await work.sync_clock()  # every time rule on the database's clock, from the first saga on
     service = usecases.SagaService(
-        repo, registry, clock, on_timeout=OnTimeout(cfg.saga.on_timeout), lease_ttl=own.lease_ttl
+        repo, registry, clock, on_timeout=OnTimeout(cfg.saga.on_timeout), lease_ttl=own.lease_ttl, operator=repo
     )
     stale_after = max(3 * own.poll_interval.total_seconds(), 5.0)
 
@@ -130,9 +149,14 @@ async def start(cfg: config.Settings) -> Running:
 
     app = api.create_app(
         service, repo, work, _authenticator(cfg), readiness, cfg.max_body_bytes,
-        protect_operator_paths=cfg.operator_endpoints == "authenticated",
+        protect_operator_paths=cfg.operator_endpoints == "authenticated", ui_trace_url=cfg.ui.trace_url,
     )  # fmt: skip
-    http = http_server.HttpServer(app, cfg.http_host, cfg.http_port)
+    timeouts = cfg.http_timeouts
+    http = http_server.HttpServer(
+        app, cfg.http_host, cfg.http_port,
+        timeouts=http_server.Timeouts(timeouts.read.total_seconds(), timeouts.write.total_seconds(),
+                                      timeouts.keep_alive.total_seconds()),
+    )  # fmt: skip
     await work.start()
     await http.start()
     log.info("orchestrator started", owner_id=owner_id, http_port=http.port, instance=cfg.instance)

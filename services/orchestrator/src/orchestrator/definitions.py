@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Final
@@ -184,11 +185,81 @@ def order_saga(compensation_timeout: timedelta = timedelta(seconds=15)) -> SagaD
     return SagaDefinition(ORDER_SAGA, 1, steps, 60 * seconds, validate_order_payload, compensation_timeout)
 
 
-def registry(deadline: timedelta | None = None) -> Registry:
-    """Every saga type this release runs; `deadline` overrides the definitions' deadline (tests, tuning)."""
-    definition = order_saga()
-    if deadline is not None:
-        definition = SagaDefinition(
-            definition.saga_type, definition.version, definition.steps, deadline, definition.validate
+@dataclass(frozen=True)
+class StepTuning:
+    """An operator's overrides of one step's calls (config `steps.<name>`); what is absent keeps the definition's.
+
+    `retry` and `compensation_retry` map `RetryPolicy` field names to values and replace only those fields.
+    """
+
+    timeout: timedelta | None = None
+    retry: Mapping[str, Any] = field(default_factory=dict)
+    compensation_timeout: timedelta | None = None
+    compensation_retry: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _policy(base: RetryPolicy, *overrides: Mapping[str, Any], where: str) -> RetryPolicy:
+    policy = base
+    for override in overrides:
+        policy = replace(policy, **override)
+    if policy.initial <= timedelta(0) or policy.initial > policy.maximum:
+        raise ValueError(
+            f"{where}: the retry policy needs 0 < initial <= maximum, got {policy.initial} and {policy.maximum}"
         )
-    return Registry([definition])
+    return policy
+
+
+def _tuned_call(call: Call, timeout: timedelta | None, *retries: Mapping[str, Any], where: str) -> Call:
+    if timeout is not None and timeout <= timedelta(0):
+        raise ValueError(f"{where}: the timeout must be positive")
+    return replace(call, timeout=timeout or call.timeout, retry=_policy(call.retry, *retries, where=where))
+
+
+def tune(
+    definition: SagaDefinition, action_retry: Mapping[str, Any], steps: Mapping[str, StepTuning]
+) -> SagaDefinition:
+    """The definition with the operator's settings applied to its calls.
+
+    `action_retry` replaces fields of the retry policy of every action that has a compensation (SPEC
+    section 6's policy); a forward-only step keeps retrying until it succeeds unless its own entry in
+    `steps` says otherwise. Entries of `steps` naming no step of this definition are ignored here
+    (`registry` refuses names no definition has).
+
+    Raises:
+        ValueError: a resulting timeout or retry policy is not usable.
+    """
+    tuned = []
+    for step in definition.steps:
+        tuning = steps.get(step.name, StepTuning())
+        where = f"{definition.saga_type}.{step.name}"
+        shared = {} if step.forward_only else action_retry
+        action = _tuned_call(step.action, tuning.timeout, shared, tuning.retry, where=where)
+        compensation = step.compensation and _tuned_call(
+            step.compensation, tuning.compensation_timeout, tuning.compensation_retry, where=f"{where} compensation"
+        )
+        tuned.append(replace(step, action=action, compensation=compensation))
+    return replace(definition, steps=tuple(tuned))
+
+
+def registry(
+    deadline: timedelta | None = None,
+    *,
+    action_retry: Mapping[str, Any] | None = None,
+    steps: Mapping[str, StepTuning] | None = None,
+) -> Registry:
+    """Every saga type this release runs, with the operator's settings applied.
+
+    `deadline` overrides the definitions' deadline; `action_retry` and `steps` are applied by `tune`.
+
+    Raises:
+        ValueError: `steps` names a step no definition has, or a setting is not usable.
+    """
+    known = [order_saga()]
+    unknown = set(steps or {}) - {s.name for d in known for s in d.steps}
+    if unknown:
+        names = sorted({s.name for d in known for s in d.steps})
+        raise ValueError(f"steps: no saga has a step named {sorted(unknown)}; the steps are {names}")
+    tuned = [tune(d, action_retry or {}, steps or {}) for d in known]
+    if deadline is not None:
+        tuned = [replace(d, deadline=deadline) for d in tuned]
+    return Registry(tuned)

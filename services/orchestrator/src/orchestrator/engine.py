@@ -43,14 +43,17 @@ _BREAKER_GAUGE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerStat
 class Breakers:
     """One circuit breaker per downstream service, shared by every saga of this instance."""
 
-    def __init__(self, policy: BreakerPolicy, clock: Callable[[], float]) -> None:
-        """Breakers are created on first use of a service."""
+    def __init__(
+        self, policy: BreakerPolicy, clock: Callable[[], float], per_service: Mapping[str, BreakerPolicy] | None = None
+    ) -> None:
+        """Breakers are created on first use of a service, with its own policy if per_service has one."""
         self._policy, self._clock = policy, clock
+        self._per_service = dict(per_service or {})
         self._by_service: dict[str, CircuitBreaker] = {}
 
     def __getitem__(self, service: str) -> CircuitBreaker:
         if service not in self._by_service:
-            self._by_service[service] = CircuitBreaker(self._policy, self._clock)
+            self._by_service[service] = CircuitBreaker(self._per_service.get(service, self._policy), self._clock)
         return self._by_service[service]
 
     def publish(self) -> None:

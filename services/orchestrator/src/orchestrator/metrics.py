@@ -23,7 +23,11 @@ LEASES_HELD: Final = Gauge("saga_leases_held", "Sagas this instance owns right n
 TAKEOVERS: Final = Counter("saga_takeovers_total", "Sagas claimed after another owner's lease expired.")
 LEASE_LOSSES: Final = Counter("saga_lease_losses_total", "Sagas this instance stopped because its lease was lost.")
 OLDEST_LIVE: Final = Gauge("saga_oldest_nonterminal_age_seconds", "Age of the oldest saga not yet terminal.")
-FAILED_SAGAS: Final = Gauge("saga_failed_current", "Sagas in FAILED, waiting for a person.")
+FAILED_SAGAS: Final = Gauge("saga_failed_current", "Sagas in FAILED, waiting for a person (not yet resolved).")
+PAST_DEADLINE: Final = Gauge("saga_past_deadline_current", "Sagas not yet terminal whose deadline has passed.")
+MOST_OVERDUE: Final = Gauge(
+    "saga_past_deadline_max_seconds", "How far past its deadline the most overdue non-terminal saga is (0: none)."
+)
 BREAKER_STATE: Final = Gauge(
     "saga_circuit_breaker_state", "Breaker per downstream service: 0 closed, 1 half-open, 2 open.", ["service"]
 )
@@ -36,4 +40,15 @@ CLOCK_OFFSET: Final = Gauge(
 )
 LEASE_REFRESHES: Final = Counter(
     "saga_lease_refreshes_total", "Saves made before a call because the run's last save was over half a lease ago."
+)
+RETENTION_DELETED: Final = Counter(
+    "saga_retention_deleted_total",
+    "Rows retention deleted: finished sagas, their steps and events, and expired idempotency keys.",
+    ["kind"],
+)
+RETENTION_EXPORTED: Final = Counter(
+    "saga_retention_exported_total", "Finished sagas written to the retention export directory before deletion."
+)
+RETENTION_EXPORT_FAILURES: Final = Counter(
+    "saga_retention_export_failures_total", "Retention batches not deleted because their export could not be written."
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 from orchestrator.domain.definition import Call
@@ -47,6 +48,16 @@ class Renewal:
 
 
 @dataclass(frozen=True)
+class Stats:
+    """What the housekeeping gauges show: the same for every instance, since all read the shared table."""
+
+    oldest_live_age: float  # seconds since the oldest non-terminal saga was accepted (0: none)
+    failed: int  # sagas in FAILED, waiting for a person
+    past_deadline: int  # non-terminal sagas whose deadline has passed (compensating late, or stuck)
+    most_overdue: float  # seconds the most overdue of those is past its deadline (0: none)
+
+
+@dataclass(frozen=True)
 class Created:
     """The result of an idempotent start: the saga, and whether this request created it."""
 
@@ -55,6 +66,8 @@ class Created:
     lease: Lease | None
     # For a replay: the fingerprint stored with the key, to compare with the request's.
     request_hash: str | None = None
+    # For a creation: the saga as written (its API view), when the store answers it with the write.
+    view: dict[str, Any] | None = None
 
 
 class Participants(Protocol):
@@ -138,8 +151,8 @@ class SagaRepository(Protocol):
         """The saga's status, or None when it does not exist."""
         ...
 
-    async def stats(self) -> tuple[float, int]:
-        """(age in seconds of the oldest live saga, number of FAILED sagas)."""
+    async def stats(self) -> Stats:
+        """Gauges for health and alerts, read on the database clock."""
         ...
 
     async def purge_expired_keys(self) -> int:
@@ -168,6 +181,20 @@ class SagaViews(Protocol):
         """
         ...
 
+    async def search_view(
+        self, query: SagaQuery, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """The operator UI's list: `list_view` with more filters and each saga's steps; the next page's cursor.
+
+        Raises:
+            errors.MalformedCursor: the cursor was not issued by this store.
+        """
+        ...
+
+    async def status_counts(self) -> dict[str, int]:
+        """How many sagas are in each status (statuses with none are absent)."""
+        ...
+
 
 class Clock(Protocol):
     """Time, injectable: wall time for deadlines and timestamps, monotonic time for waits."""
@@ -190,4 +217,69 @@ class AnchoredClock(Clock, Protocol):
 
     async def sync(self, database_time: Callable[[], Awaitable[datetime]]) -> timedelta:
         """Read the database clock and anchor to it; returns database minus host clock."""
+        ...
+
+
+@dataclass(frozen=True)
+class SagaQuery:
+    """The operator UI's filters; None means "any". Ages are measured on the database clock."""
+
+    status: str | None = None
+    saga_type: str | None = None
+    newer_than: timedelta | None = None
+    older_than: timedelta | None = None
+    # A case-insensitive substring of the saga's error.
+    error_text: str | None = None
+
+
+@dataclass(frozen=True)
+class Purged:
+    """What one retention batch removed."""
+
+    sagas: int = 0
+    steps: int = 0
+    events: int = 0
+
+
+class OperatorStore(Protocol):
+    """What a person's actions on FAILED sagas need beyond the engine's repository (the queue).
+
+    Each action first reads the saga (so a refusal writes nothing), then acquires it through the
+    repository's fenced `claim_one`, and applies the move with `apply`, fenced by that claim.
+    """
+
+    async def load(self, saga_id: str) -> Saga | None:
+        """The aggregate as stored, unowned (read only: to decide whether an action is possible)."""
+        ...
+
+    async def apply(self, saga: Saga, lease: Lease, ttl: timedelta) -> None:
+        """Persist a person's move: like `SagaRepository.save`, fenced, plus payload, deadline and resolution.
+
+        A terminal saga is released in the same statement.
+
+        Raises:
+            errors.LeaseLost: the claim no longer holds.
+            errors.StoreUnavailable: the database could not be reached or refused for now.
+        """
+        ...
+
+    async def history(self, saga_id: str) -> dict[str, Any] | None:
+        """One saga's whole history (saga, steps with requests and responses, events) as plain data."""
+        ...
+
+
+class RetentionStore(Protocol):
+    """Deleting what is finished and old, in small batches that never wait on a row someone holds."""
+
+    async def purge_finished(self, older_than: timedelta, batch: int, export_dir: Path | None) -> Purged:
+        """Delete up to `batch` finished sagas (with steps, events and key) finished more than `older_than` ago.
+
+        Finished means COMPLETED, COMPENSATED, or FAILED and resolved by a person; an unresolved FAILED
+        saga waits for its person forever. With `export_dir`, each saga's whole history is appended
+        there as one JSON line before the deletion commits (a failed export deletes nothing).
+        """
+        ...
+
+    async def purge_expired_keys_batch(self, batch: int) -> int:
+        """Forget up to `batch` client idempotency keys past their retention; returns how many."""
         ...

@@ -7,7 +7,8 @@ Side tasks, each named and watched by a monitor that stops the worker if one die
 - the heartbeat renews, every TTL/3, the leases of the sagas whose runs are alive, in one statement;
   a lease it cannot renew is lost, and that saga's run is cancelled so it makes no further call;
 - the clock re-reads the database's clock, which every time rule is decided on;
-- housekeeping refreshes the gauges (oldest live saga, FAILED count) and forgets expired client keys.
+- housekeeping refreshes the gauges (oldest live saga, FAILED count, sagas past their deadline) and runs
+  retention: expired client keys and, when configured, old finished sagas, in bounded batches.
 
 Database errors reach the side tasks only as `errors.StoreUnavailable` (the repository translates them
 once); they are logged and the task goes on at its next tick.
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from orchestrator import metrics, ports
+from orchestrator import metrics, ports, usecases
 from orchestrator.domain import errors
 from orchestrator.engine import Engine
 from servicekit import failpoints, logging
@@ -61,8 +62,13 @@ class Worker:
         engine: Engine,
         config: WorkerConfig,
         clock: ports.AnchoredClock | None = None,
+        retention: usecases.Retention | None = None,
     ) -> None:
-        """`owner_id` is unique per process start; `clock`, when given, is kept anchored to the database's."""
+        """`owner_id` is unique per process start; `clock`, when given, is kept anchored to the database's.
+
+        `retention`, when given, runs in housekeeping (instead of the unbounded purge of expired keys).
+        """
+        self._retention = retention
         self.owner_id = owner_id
         self._repo, self._engine, self._config, self._clock = repository, engine, config, clock
         self._runs: dict[str, _Run] = {}
@@ -176,10 +182,15 @@ class Worker:
                 run.task.cancel()
 
     async def _housekeeping(self) -> None:
-        oldest, failed = await self._repo.stats()
-        metrics.OLDEST_LIVE.set(oldest)
-        metrics.FAILED_SAGAS.set(failed)
-        await self._repo.purge_expired_keys()
+        stats = await self._repo.stats()
+        metrics.OLDEST_LIVE.set(stats.oldest_live_age)
+        metrics.FAILED_SAGAS.set(stats.failed)
+        metrics.PAST_DEADLINE.set(stats.past_deadline)
+        metrics.MOST_OVERDUE.set(stats.most_overdue)
+        if self._retention is None:
+            await self._repo.purge_expired_keys()
+        else:  # expired keys and, when configured, old finished sagas, in bounded batches
+            await self._retention.run()
 
     async def stop(self, grace: float) -> None:
         """Stop claiming, let runs checkpoint and release within grace seconds, then cut the rest."""

@@ -381,3 +381,31 @@ async def test_request_cancel_flags_a_live_saga_and_leaves_a_terminal_one_alone(
     assert await db.fetchval("SELECT count(*) FROM saga_events WHERE saga_id = $1", uuid.UUID(done.saga_id)) == events
 
     assert await a.repo.request_cancel(str(uuid.uuid4())) is None
+
+
+@pytest.mark.parametrize("owned", [True, False], ids=["owned", "pending"])
+async def test_a_creation_answers_the_saga_exactly_as_a_later_read_shows_it(
+    instances: Callable[[], Awaitable[Instance]], owned: bool
+) -> None:
+    # The API's 202 body is this answer: it must be the stored saga, not the aggregate's idea of it.
+    a = await instances()
+    created = await create(a.repo, owner_id="owner-a" if owned else None, start=owned)
+    assert created.view is not None
+    assert created.view == await a.repo.get_view(created.saga_id)
+    assert created.view["status"] == ("EXECUTING" if owned else "PENDING")
+    assert [s["name"] for s in created.view["steps"]] == ["create_order", "process_payment", "reserve_inventory",
+                                                          "confirm_order"]  # fmt: skip
+    assert created.view["events"]
+    assert all(e["id"] for e in created.view["events"])
+
+
+async def test_a_replayed_creation_answers_no_view_and_writes_nothing(
+    instances: Callable[[], Awaitable[Instance]],
+) -> None:
+    a = await instances()
+    saga = new_saga()
+    assert (await a.repo.create(saga, "same-key", "hash", None, LONG)).created
+    replay = await a.repo.create(new_saga(), "same-key", "hash", None, LONG)
+    assert not replay.created
+    assert replay.view is None
+    assert replay.saga_id == saga.id

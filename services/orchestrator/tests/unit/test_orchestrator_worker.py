@@ -53,8 +53,8 @@ class RenewingRepository:
         ids = {lease.saga_id for lease in leases}
         return ports.Renewal(frozenset(ids - self.lost - self.finished), frozenset(ids & self.lost))
 
-    async def stats(self) -> tuple[float, int]:
-        return 0.0, 0
+    async def stats(self) -> ports.Stats:
+        return ports.Stats(0.0, 0, 0, 0.0)
 
     async def purge_expired_keys(self) -> int:
         return 0

@@ -51,5 +51,27 @@ class OrderStore(Protocol):
     def transaction(self) -> AbstractAsyncContextManager[Transaction]:
         """Open a transaction: commit when the block exits normally, roll back when it raises."""
 
+    async def create_if_new(self, order: domain.Order) -> bool:
+        """Store a new CREATED order at once if its key has no order and no tombstone; else change nothing.
+
+        False means "decide through a transaction": a store may always answer False.
+        """
+        ...
+
+    async def confirm_if_new(self, key: str, saga_id: uuid.UUID, order_id: uuid.UUID) -> domain.Order | None:
+        """Confirm a CREATED order under a key with no receipt, recording it, and answer the order; else None.
+
+        None means "decide through a transaction": a store may always answer None.
+        """
+        ...
+
+    async def cancel_if_new(self, key: str, saga_id: uuid.UUID, action_key: str) -> tuple[bool, domain.Order | None]:
+        """Under a key with no receipt, cancel the CREATED order of action_key, or tombstone a key with no order.
+
+        Answers (True, the cancelled order) or (True, None) for a tombstone, recording the receipt; (False,
+        None) changes nothing and means "decide through a transaction": a store may always answer that.
+        """
+        ...
+
     async def get(self, order_id: uuid.UUID) -> domain.Order | None:
         """The order with that id, without locking; None if there is none."""

@@ -103,6 +103,12 @@ class Orders:
             domain.KeyReusedError: the key already created a different order.
         """
         draft = parse_draft(command)
+        order = domain.Order.place(self._new_id(), draft)
+        if await self._store.create_if_new(order):
+            log.debug(
+                "order created", saga_id=str(order.saga_id), order_id=str(order.id), total=str(order.total_amount)
+            )
+            return order
         async with self._store.transaction() as tx:
             await tx.lock(domain.Operation.CREATE, draft.idempotency_key)
             existing = await tx.order_by_key(draft.idempotency_key)
@@ -112,7 +118,6 @@ class Orders:
                 return existing.as_of(domain.OrderStatus.CREATED)
             if await tx.has_tombstone(draft.idempotency_key):
                 raise domain.TombstonedError(f"order {draft.idempotency_key!r} was cancelled before it was created")
-            order = domain.Order.place(self._new_id(), draft)
             await tx.add_order(order)
         log.debug("order created", saga_id=str(order.saga_id), order_id=str(order.id), total=str(order.total_amount))
         return order
@@ -129,6 +134,10 @@ class Orders:
         key = domain.parse_key(command.idempotency_key)
         saga_id = domain.parse_uuid(command.saga_id, "saga_id")
         order_id = domain.parse_uuid(command.order_id, "order_id")
+        fast = await self._store.confirm_if_new(key, saga_id, order_id)
+        if fast is not None:
+            log.debug("order confirmed", saga_id=str(saga_id), order_id=str(order_id))
+            return fast
         async with self._store.transaction() as tx:
             await tx.lock(domain.Operation.CONFIRM, key)
             receipt = await tx.receipt(domain.Operation.CONFIRM, key)
@@ -154,6 +163,16 @@ class Orders:
         key = domain.parse_key(command.idempotency_key)
         saga_id = domain.parse_uuid(command.saga_id, "saga_id")
         action_key = domain.parse_key(command.action_key, "action_idempotency_key")
+        taken, cancelled = await self._store.cancel_if_new(key, saga_id, action_key)
+        if not taken:
+            cancelled = await self._cancel(key, saga_id, action_key)
+        if cancelled is None:
+            log.debug("order cancelled before it was created, tombstone left", saga_id=str(saga_id))
+        else:
+            log.debug("order cancelled", saga_id=str(saga_id), order_id=str(cancelled.id))
+        return cancelled
+
+    async def _cancel(self, key: str, saga_id: uuid.UUID, action_key: str) -> domain.Order | None:
         async with self._store.transaction() as tx:
             # Always this order (own key, then action key): no two use cases wait on each other in a cycle.
             await tx.lock(domain.Operation.CANCEL, key)
@@ -165,12 +184,7 @@ class Orders:
                     return None
                 return await _replayed(tx, receipt.order_id, receipt.result_status)
             pending = domain.Receipt(domain.Operation.CANCEL, key, saga_id, action_key, order_id=None)
-            cancelled = await _cancel_action(tx, pending)
-        if cancelled is None:
-            log.debug("order cancelled before it was created, tombstone left", saga_id=str(saga_id))
-        else:
-            log.debug("order cancelled", saga_id=str(saga_id), order_id=str(cancelled.id))
-        return cancelled
+            return await _cancel_action(tx, pending)
 
     async def get(self, order_id: str) -> domain.Order:
         """The order with that id.

@@ -53,6 +53,21 @@ class LedgerTransaction(Protocol):
 class Ledger(Protocol):
     """Opens transactions on the payment ledger."""
 
+    async def capture_if_new(self, payment: domain.Payment) -> bool:
+        """Record payment at once if its key has no history and its account can pay it; else change nothing.
+
+        False means "decide through a transaction": a ledger may always answer False.
+        """
+        ...
+
+    async def refund_if_new(self, command: domain.RefundCommand) -> domain.RefundOutcome | None:
+        """Undo the action at once if the refund key has no answer yet, storing the answer; else change nothing.
+
+        At once: refund a CAPTURED payment, or tombstone a key that captured nothing. None means "decide
+        through a transaction": a ledger may always answer None.
+        """
+        ...
+
     def transaction(self) -> AbstractAsyncContextManager[LedgerTransaction]:
         """A transaction: committed on normal exit, rolled back when the block raises."""
 

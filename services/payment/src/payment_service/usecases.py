@@ -39,6 +39,10 @@ class ProcessPayment:
             Tombstoned: the key was compensated before this call.
             KeyReused: the key already captured a different payment.
         """
+        payment = domain.Payment.capture(self._new_id(), command)
+        if await self._ledger.capture_if_new(payment):
+            log.debug("payment captured", saga_id=str(payment.saga_id), payment_id=str(payment.id))
+            return payment
         async with self._ledger.transaction() as tx:
             await tx.lock_action(command.idempotency_key)
             history = await tx.action_history(command.idempotency_key)
@@ -50,7 +54,6 @@ class ProcessPayment:
             if account is None:
                 raise domain.NotFound(f"customer {command.customer_id} has no account")
             debited = account.debit(command.amount, command.currency)
-            payment = domain.Payment.capture(self._new_id(), command)
             await tx.record_capture(debited, payment)
         log.debug("payment captured", saga_id=str(payment.saga_id), payment_id=str(payment.id))
         return payment
@@ -71,6 +74,10 @@ class RefundPayment:
         Raises:
             KeyReused: the refund key was already used to compensate another action.
         """
+        outcome = await self._ledger.refund_if_new(command)
+        if outcome is not None:
+            log.debug("refund recorded", saga_id=str(command.saga_id), refunded_amount=str(outcome.refunded_amount))
+            return outcome
         async with self._ledger.transaction() as tx:
             await tx.lock_action(command.action_idempotency_key)
             stored = await tx.find_refund(command.idempotency_key)

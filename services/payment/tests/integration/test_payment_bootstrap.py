@@ -19,7 +19,7 @@ ALICE = uuid.UUID("11111111-1111-4111-8111-111111111111")
 
 async def test_migrate_applies_once(make_database: Any) -> None:
     url = await make_database(None)
-    assert await bootstrap.migrate(url) == [1]
+    assert await bootstrap.migrate(url) == [1, 2]
     assert await bootstrap.migrate(url) == []
 
 

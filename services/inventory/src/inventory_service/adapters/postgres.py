@@ -108,6 +108,10 @@ ON CONFLICT (sku) DO NOTHING"""
 # Current availability of the named SKUs.
 _STOCK_LEVELS: Final = "SELECT sku, available FROM stock WHERE sku = ANY($1::text[]) ORDER BY sku"
 
+# The whole reservation in one round trip when the key is new and the stock suffices (migration 0002);
+# false when the general path must decide.
+_RESERVE_IF_NEW: Final = "SELECT inventory_reserve_if_new($1, $2, $3, $4, $5)"
+
 _RELEASE_KEY_CONSTRAINT: Final = "releases_idempotency_key_key"
 
 
@@ -198,6 +202,16 @@ class PostgresInventory:
                 yield _Session(connection)
                 await failpoints.hit("inventory.before_commit")
             await failpoints.hit("inventory.after_commit")
+
+    async def reserve_if_new(self, reservation: domain.Reservation) -> bool:
+        # One statement is its own transaction: "before commit" is before it leaves, "after" once it has.
+        await failpoints.hit("inventory.before_commit")
+        reserved = await self._pool.fetchval(
+            _RESERVE_IF_NEW, reservation.idempotency_key, reservation.id, reservation.saga_id,
+            [line.sku for line in reservation.lines], [line.quantity for line in reservation.lines],
+        )  # fmt: skip
+        await failpoints.hit("inventory.after_commit")
+        return bool(reserved)
 
     async def get_reservation(self, reservation_id: uuid.UUID) -> domain.Reservation | None:
         row = await self._pool.fetchrow(_FIND_RESERVATION_BY_ID, reservation_id)

@@ -57,6 +57,14 @@ METHODS: Final[dict[tuple[str, str], _Method]] = {
 }
 
 
+# The gRPC service each participant serves, as its calls are labelled in metrics and spans.
+_SERVICE_NAMES: Final = {
+    "order": order_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name,
+    "payment": payment_pb2.DESCRIPTOR.services_by_name["PaymentService"].full_name,
+    "inventory": inventory_pb2.DESCRIPTOR.services_by_name["InventoryService"].full_name,
+}
+
+
 def translate(exc: grpc.aio.AioRpcError) -> errors.StepError:
     """Map a failed call's status code to the domain's transient/permanent error types."""
     code = exc.code()
@@ -68,10 +76,10 @@ def translate(exc: grpc.aio.AioRpcError) -> errors.StepError:
     return errors.PermanentStepError(message, code.name)
 
 
-def _caller(lease: ports.Lease | None) -> tuple[tuple[str, str], ...] | None:
+def _caller(lease: ports.Lease | None) -> tuple[tuple[str, str], ...]:
     """Who sends the call, under which fence: lets a participant (or a fault test) tell a stale owner's call."""
     if lease is None:
-        return None
+        return ()
     return (("sagaline-owner", lease.owner_id), ("sagaline-fence", str(lease.fence)))
 
 
@@ -87,7 +95,9 @@ class GrpcParticipants:
             ConfigError: a certificate, key or CA file cannot be read.
         """
         self._channels = {
-            service: grpc_client.channel(target, security, service) for service, target in targets.items()
+            # Observed per call by `grpc_client.unary`, not by a channel interceptor (cheaper on the hot path).
+            service: grpc_client.channel(target, security, service, instrumented=False)
+            for service, target in targets.items()
         }
         self._stubs = {key: m.stub(self._channels[key[0]]) for key, m in METHODS.items() if key[0] in self._channels}
 
@@ -108,9 +118,10 @@ class GrpcParticipants:
         message = json_format.ParseDict(fields, method.request())
         rpc = getattr(self._stubs[(call.service, call.method)], call.method)
         try:
-            response = await rpc(
-                message, timeout=call.timeout.total_seconds(), wait_for_ready=False, metadata=_caller(lease)
-            )
+            response = await grpc_client.unary(
+                rpc, message, service=_SERVICE_NAMES[call.service], method=call.method,
+                timeout=call.timeout.total_seconds(), metadata=_caller(lease),
+            )  # fmt: skip
         except grpc.aio.AioRpcError as exc:
             raise translate(exc) from exc
         except TimeoutError as exc:  # pragma: no cover - grpc reports timeouts as DEADLINE_EXCEEDED

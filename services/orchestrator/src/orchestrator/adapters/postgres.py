@@ -9,18 +9,24 @@ statement that changes state; zero rows means the lease is gone and the owner mu
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import json
+import os
+import re
 import uuid
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Final, ParamSpec, TypeVar
 
 import asyncpg
 
 from orchestrator import ports
+from orchestrator.adapters import checkpoints
+from orchestrator.adapters.checkpoints import dumps as _dumps
 from orchestrator.domain import errors
 from orchestrator.domain.definition import Registry
 from orchestrator.domain.model import LIVE, Event, OnTimeout, Saga, SagaStatus, Step, StepStatus
@@ -65,8 +71,9 @@ def _store(what: str) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callabl
 
 
 # Acceptance in one statement: the client's Idempotency-Key, the saga (owned at once, fence 1, by the
-# accepting instance when $10 is not null), its steps and its first events. Everything else hangs off
-# the key insert, so a duplicate key writes nothing. ON CONFLICT waits for a concurrent insert of the
+# accepting instance when $10 is not null), its steps and its first events, answered as written (the
+# API's 202 body, with no read after the write). Everything else hangs off the key insert, so a
+# duplicate key writes nothing. ON CONFLICT waits for a concurrent insert of the
 # same key to commit or abort: of N concurrent duplicates on any instances exactly one inserts.
 CREATE: Final = """
 WITH new_key AS (
@@ -82,7 +89,7 @@ WITH new_key AS (
            CASE WHEN $10::text IS NULL THEN NULL ELSE clock_timestamp() + $11::interval END,
            $12, $13
     FROM new_key
-    RETURNING id, fence, owner_id
+    RETURNING *
 ), new_steps AS (
     INSERT INTO saga_steps (saga_id, position, name, status, attempts, compensation_attempts, next_attempt_at,
                             idempotency_key, compensation_key, started_at)
@@ -91,14 +98,20 @@ WITH new_key AS (
                   $24::text[], $25::timestamptz[])
            AS u(position, name, status, attempts, compensation_attempts, next_attempt_at, idempotency_key,
                 compensation_key, started_at)
+    RETURNING *
 ), new_events AS (
     INSERT INTO saga_events (saga_id, fence, owner_id, kind, step, from_status, to_status, detail)
     SELECT new_saga.id, new_saga.fence, new_saga.owner_id, e.kind, e.step, e.from_status, e.to_status, e.detail
     FROM new_saga, unnest($26::text[], $27::text[], $28::text[], $29::text[], $30::jsonb[])
          WITH ORDINALITY AS e(kind, step, from_status, to_status, detail, n)
     ORDER BY e.n
+    RETURNING *
 )
-SELECT saga_id FROM new_key"""
+SELECT new_key.saga_id,
+       (SELECT ROW(n.*)::sagas FROM new_saga AS n) AS saga,
+       (SELECT array_agg(ROW(s.*)::saga_steps ORDER BY s.position) FROM new_steps AS s) AS steps,
+       (SELECT array_agg(ROW(e.*)::saga_events ORDER BY e.id) FROM new_events AS e) AS events
+FROM new_key"""
 
 SELECT_KEY: Final = "SELECT request_hash, saga_id FROM idempotency_keys WHERE key = $1"
 
@@ -106,41 +119,7 @@ INSERT_EVENT: Final = """
 INSERT INTO saga_events (saga_id, fence, owner_id, kind, step, from_status, to_status, detail)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)"""
 
-# The fenced checkpoint, in one statement and one round trip. The saga row is updated only if this
-# owner's fence still holds and its lease has not expired (database clock): the ownership check and
-# the state change cannot be separated, and the row lock makes a concurrent claim wait for this
-# statement. The changed steps and the new events are written only through the `owned` row, so a
-# refused checkpoint writes nothing at all. An expired lease is never written through, even if
-# nobody has taken the saga yet. Each checkpoint renews the lease; a terminal one releases it. The
-# revision ($25) makes a repeated save (after an unknown outcome) match nothing once the first landed.
-SAVE: Final = """
-WITH owned AS (
-    UPDATE sagas
-    SET status = $4, context = $5::jsonb, error = $6, next_attempt_at = coalesce($7, next_attempt_at),
-        updated_at = clock_timestamp(), revision = revision + 1,
-        finished_at = CASE WHEN $8 THEN clock_timestamp() END,
-        owner_id = CASE WHEN $8 THEN NULL ELSE owner_id END,
-        lease_expires_at = CASE WHEN $8 THEN NULL ELSE clock_timestamp() + $9::interval END
-    WHERE id = $1 AND owner_id = $2 AND fence = $3 AND lease_expires_at > clock_timestamp() AND revision = $25
-    RETURNING id, cancel_requested
-), changed_steps AS (
-    UPDATE saga_steps s
-    SET status = u.status, attempts = u.attempts, compensation_attempts = u.compensation_attempts,
-        next_attempt_at = u.next_attempt_at, request = u.request, response = u.response, error = u.error,
-        started_at = u.started_at, finished_at = u.finished_at
-    FROM owned, unnest($10::int[], $11::text[], $12::int[], $13::int[], $14::timestamptz[], $15::jsonb[],
-                       $16::jsonb[], $17::text[], $18::timestamptz[], $19::timestamptz[])
-         AS u(position, status, attempts, compensation_attempts, next_attempt_at, request, response, error,
-              started_at, finished_at)
-    WHERE s.saga_id = owned.id AND s.position = u.position
-), new_events AS (
-    INSERT INTO saga_events (saga_id, fence, owner_id, kind, step, from_status, to_status, detail)
-    SELECT owned.id, $3, $2, e.kind, e.step, e.from_status, e.to_status, e.detail
-    FROM owned, unnest($20::text[], $21::text[], $22::text[], $23::text[], $24::jsonb[])
-         WITH ORDINALITY AS e(kind, step, from_status, to_status, detail, n)
-    ORDER BY e.n
-)
-SELECT cancel_requested FROM owned"""
+# The fenced checkpoint is `checkpoints.SAVE`: many sagas' saves in one statement, each fenced on its own row.
 
 # After a save matched nothing: did an earlier attempt of the same save commit? Only the holder of this
 # fence can have moved the revision past what the save expected (a new claim changes the fence).
@@ -231,17 +210,125 @@ WHERE ($1::text IS NULL OR status = $1)
 ORDER BY created_at DESC, id DESC
 LIMIT $5"""
 
-# Housekeeping for health and alerts; the partial index keeps it cheap.
+# Housekeeping for health and alerts; the partial index keeps it cheap. Deadlines are compared with the
+# database clock, like every other time rule.
 STATS: Final = """
 SELECT extract(epoch FROM clock_timestamp() - min(created_at) FILTER (WHERE status = ANY($1::text[]))) AS oldest,
-       count(*) FILTER (WHERE status = 'FAILED') AS failed
+       count(*) FILTER (WHERE status = 'FAILED' AND resolution IS NULL) AS failed,  -- the queue: not yet resolved
+       count(*) FILTER (WHERE status = ANY($1::text[]) AND deadline < clock_timestamp()) AS past_deadline,
+       extract(epoch FROM clock_timestamp() - min(deadline) FILTER (WHERE status = ANY($1::text[]))) AS overdue
 FROM sagas WHERE status = ANY($1::text[]) OR status = 'FAILED'"""
 
 PURGE_KEYS: Final = "DELETE FROM idempotency_keys WHERE expires_at < clock_timestamp()"
 
+# The operator UI's list: LIST_SAGAS's keyset order with more filters. Ages are measured on the database
+# clock; the error text is a case-insensitive substring found with strpos, so `%` and `_` are plain text.
+SEARCH_SAGAS: Final = """
+SELECT * FROM sagas
+WHERE ($1::text IS NULL OR status = $1)
+  AND ($2::text IS NULL OR saga_type = $2)
+  AND ($3::interval IS NULL OR created_at >= clock_timestamp() - $3::interval)
+  AND ($4::interval IS NULL OR created_at < clock_timestamp() - $4::interval)
+  AND ($5::text IS NULL OR strpos(lower(error), lower($5)) > 0)
+  AND ($6::timestamptz IS NULL OR (created_at, id) < ($6, $7::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT $8"""
 
-def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"))
+# The UI's live counts: one pass over the table per poll (the UI polls every few seconds per open page).
+COUNT_BY_STATUS: Final = "SELECT status, count(*) AS n FROM sagas GROUP BY status"
+
+
+# -- a person's moves and retention (the queue, `sagaline saga export`, the retention job) ------------------
+
+
+def _named(sql: str) -> tuple[str, tuple[str, ...]]:
+    """A statement written with `%(name)s` parameters as asyncpg's `$n`, and the names in `$n` order."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    return re.sub(r"%\((\w+)\)s", number, sql), tuple(names)
+
+
+# A person's move on a FAILED saga, fenced by the claim the action just took (`CLAIM_ONE`): SAVE's
+# checkpoint (same fence, lease and revision conditions, steps and events written only through the owned
+# row) that also writes what only a person changes: the payload (a retry with an edited payload), the
+# deadline (a forward move gets a fresh one) and the resolution. A terminal result releases the saga.
+OPERATOR_SAVE, OPERATOR_SAVE_PARAMS = _named("""
+WITH owned AS (
+    UPDATE sagas
+    SET status = %(status)s, context = %(context)s::jsonb, error = %(error)s, payload = %(payload)s::jsonb,
+        deadline = %(deadline)s, resolution = %(resolution)s::jsonb,
+        next_attempt_at = coalesce(%(next_attempt_at)s, next_attempt_at),
+        updated_at = clock_timestamp(), revision = revision + 1,
+        finished_at = CASE WHEN %(terminal)s THEN clock_timestamp() END,
+        owner_id = CASE WHEN %(terminal)s THEN NULL ELSE owner_id END,
+        lease_expires_at = CASE WHEN %(terminal)s THEN NULL ELSE clock_timestamp() + %(ttl)s::interval END
+    WHERE id = %(id)s AND owner_id = %(owner_id)s AND fence = %(fence)s AND lease_expires_at > clock_timestamp()
+      AND revision = %(revision)s
+    RETURNING id
+), changed_steps AS (
+    UPDATE saga_steps s
+    SET status = u.status, attempts = u.attempts, compensation_attempts = u.compensation_attempts,
+        next_attempt_at = u.next_attempt_at, request = u.request, response = u.response, error = u.error,
+        started_at = u.started_at, finished_at = u.finished_at
+    FROM owned, unnest(%(step_position)s::int[], %(step_status)s::text[], %(step_attempts)s::int[],
+                       %(step_compensation_attempts)s::int[], %(step_next_attempt_at)s::timestamptz[],
+                       %(step_request)s::jsonb[], %(step_response)s::jsonb[], %(step_error)s::text[],
+                       %(step_started_at)s::timestamptz[], %(step_finished_at)s::timestamptz[])
+         AS u(position, status, attempts, compensation_attempts, next_attempt_at, request, response, error,
+              started_at, finished_at)
+    WHERE s.saga_id = owned.id AND s.position = u.position
+), new_events AS (
+    INSERT INTO saga_events (saga_id, fence, owner_id, kind, step, from_status, to_status, detail)
+    SELECT owned.id, %(fence)s, %(owner_id)s, e.kind, e.step, e.from_status, e.to_status, e.detail
+    FROM owned, unnest(%(event_kind)s::text[], %(event_step)s::text[], %(event_from)s::text[],
+                       %(event_to)s::text[], %(event_detail)s::jsonb[])
+         WITH ORDINALITY AS e(kind, step, from_status, to_status, detail, n)
+    ORDER BY e.n
+)
+SELECT id FROM owned""")
+
+# What retention may delete: finished (COMPLETED, COMPENSATED, or FAILED and resolved by a person) longer
+# ago than $1 on the database clock, oldest first. SKIP LOCKED passes over any row a transaction holds
+# (a person's claim, a concurrent retention batch on another instance), so a batch never waits and two
+# instances never delete the same saga; the row locks are held until the batch commits. An unresolved
+# FAILED saga is never picked: it waits for its person. A live saga has no finished_at. A finished saga
+# someone holds a live lease on (a person's action between its claim and its write) is left alone too.
+PICK_FINISHED: Final = """
+SELECT id FROM sagas
+WHERE (status IN ('COMPLETED', 'COMPENSATED') OR (status = 'FAILED' AND resolution IS NOT NULL))
+  AND finished_at < clock_timestamp() - $1::interval
+  AND (owner_id IS NULL OR lease_expires_at <= clock_timestamp())
+ORDER BY finished_at
+LIMIT $2
+FOR UPDATE SKIP LOCKED"""
+
+# Deletes the picked sagas; steps, events and the client's key go with them (ON DELETE CASCADE). The
+# counts read the statement's snapshot, taken before the cascade.
+DELETE_PICKED: Final = """
+WITH gone AS (DELETE FROM sagas WHERE id = ANY($1::uuid[]) RETURNING id)
+SELECT (SELECT count(*) FROM gone) AS sagas,
+       (SELECT count(*) FROM saga_steps WHERE saga_id = ANY($1::uuid[])) AS steps,
+       (SELECT count(*) FROM saga_events WHERE saga_id = ANY($1::uuid[])) AS events"""
+
+SELECT_SAGAS: Final = "SELECT * FROM sagas WHERE id = ANY($1::uuid[]) ORDER BY finished_at, id"
+SELECT_EVENTS_OF: Final = "SELECT * FROM saga_events WHERE saga_id = ANY($1::uuid[]) ORDER BY saga_id, id"
+
+# Expired client keys, a bounded batch at a time, skipping keys a concurrent start is inserting or reading.
+PURGE_KEYS_BATCH: Final = """
+WITH doomed AS (
+    SELECT key FROM idempotency_keys WHERE expires_at < clock_timestamp()
+    ORDER BY expires_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM idempotency_keys k USING doomed WHERE k.key = doomed.key"""
+
+HISTORY_FORMAT: Final = "sagaline.saga-history/1"
 
 
 def _loads(value: str | None) -> Any:
@@ -253,6 +340,7 @@ class PostgresSagaRepository:
 
     def __init__(self, pool: asyncpg.Pool, registry: Registry, key_ttl: timedelta = timedelta(hours=24)) -> None:
         self._pool, self._registry, self._key_ttl = pool, registry, key_ttl
+        self._checkpoints = checkpoints.Checkpoints(pool)
 
     # -- creation ----------------------------------------------------------------------------------------
 
@@ -261,7 +349,7 @@ class PostgresSagaRepository:
         self, saga: Saga, key: str, request_hash: str, owner_id: str | None, ttl: timedelta
     ) -> ports.Created:
         steps, events = saga.take_dirty_steps(), saga.take_events()
-        inserted = await self._pool.fetchval(
+        inserted = await self._pool.fetchrow(
             CREATE, uuid.UUID(saga.id), saga.definition.saga_type, saga.definition.version, saga.status.value,
             _dumps(saga.payload), _dumps(saga.context), saga.deadline, saga.on_timeout.value,
             _dumps(saga.trace_context), owner_id, ttl, saga.next_attempt_at or saga.created_at, saga.created_at,
@@ -278,7 +366,8 @@ class PostgresSagaRepository:
                 raise errors.IdempotencyConflict("Idempotency-Key expired while in use; retry the request")
             return ports.Created(existing[1], created=False, lease=None, request_hash=existing[0])
         lease = ports.Lease(saga.id, owner_id, 1) if owner_id else None
-        return ports.Created(saga.id, created=True, lease=lease)
+        view = _full_view(inserted["saga"], inserted["steps"], inserted["events"])
+        return ports.Created(saga.id, created=True, lease=lease, view=view)
 
     @_store("read idempotency key")
     async def key_hash(self, key: str) -> tuple[str, str] | None:
@@ -290,27 +379,13 @@ class PostgresSagaRepository:
     async def save(self, saga: Saga, lease: ports.Lease, ttl: timedelta) -> bool:
         steps, events = saga.unsaved()
         with _translated(f"checkpoint of saga {saga.id} not confirmed"):
-            cancel = await self._checkpoint(saga, lease, ttl, steps, events)
+            cancel = await self._checkpoints.save(checkpoints.Checkpoint(saga, lease, ttl, steps, events))
             if cancel is None:
                 cancel = await self._pool.fetchval(SAVED_BEFORE, uuid.UUID(saga.id), lease.fence, saga.revision + 1)
         if cancel is None:
             raise errors.LeaseLost(f"saga {saga.id}: fence {lease.fence} of {lease.owner_id} no longer holds")
         saga.saved()
         return bool(cancel)
-
-    async def _checkpoint(
-        self, saga: Saga, lease: ports.Lease, ttl: timedelta, steps: list[Step], events: list[Event]
-    ) -> bool | None:
-        return await self._pool.fetchval(  # type: ignore[no-any-return]
-            SAVE, uuid.UUID(saga.id), lease.owner_id, lease.fence, saga.status.value, _dumps(saga.context),
-            saga.error, saga.next_attempt_at, saga.status.terminal, ttl,
-            [s.position for s in steps], [s.status.value for s in steps], [s.attempts for s in steps],
-            [s.compensation_attempts for s in steps], [s.next_attempt_at for s in steps],
-            [_dumps(s.request) for s in steps], [_dumps(s.response) for s in steps], [s.error for s in steps],
-            [s.started_at for s in steps], [s.finished_at for s in steps],
-            [e.kind for e in events], [e.step for e in events], [e.from_status for e in events],
-            [e.to_status for e in events], [_dumps(e.detail) for e in events], saga.revision,
-        )  # fmt: skip
 
     @_store("claim sagas")
     async def claim(self, owner_id: str, ttl: timedelta, limit: int, exclude: Sequence[str]) -> list[ports.Claimed]:
@@ -407,7 +482,7 @@ class PostgresSagaRepository:
                 return None
             steps = await conn.fetch(SELECT_STEPS, [sid])
             events = await conn.fetch(SELECT_EVENTS, sid)
-        return {**_saga_view(row), "steps": [_step_view(s) for s in steps], "events": [_event_view(e) for e in events]}
+        return _full_view(row, steps, events)
 
     @_store("list sagas")
     async def list_view(
@@ -421,10 +496,15 @@ class PostgresSagaRepository:
         return [_saga_view(r) for r in page], following
 
     @_store("read saga statistics")
-    async def stats(self) -> tuple[float, int]:
-        """(age in seconds of the oldest live saga, number of FAILED sagas)."""
+    async def stats(self) -> ports.Stats:
+        """The housekeeping gauges' values."""
         row = await self._pool.fetchrow(STATS, _LIVE)
-        return float(row["oldest"] or 0.0), int(row["failed"] or 0)
+        return ports.Stats(
+            float(row["oldest"] or 0.0),
+            int(row["failed"] or 0),
+            int(row["past_deadline"] or 0),
+            max(float(row["overdue"] or 0.0), 0.0),  # negative: the earliest deadline is still ahead
+        )
 
     @_store("purge idempotency keys")
     async def purge_expired_keys(self) -> int:
@@ -442,6 +522,76 @@ class PostgresSagaRepository:
         steps = await self._pool.fetch(SELECT_STEPS, [sid])
         return self._saga(row, [_step(s) for s in steps])
 
+    # -- a person's moves (the queue) -------------------------------------------------------------------
+
+    @_store("save a person's move")
+    async def apply(self, saga: Saga, lease: ports.Lease, ttl: timedelta) -> None:
+        """Persist a person's move on a claimed saga (`OPERATOR_SAVE`), fenced by that claim."""
+        steps, events = saga.unsaved()
+        values: dict[str, Any] = {
+            "id": uuid.UUID(saga.id), "owner_id": lease.owner_id, "fence": lease.fence, "revision": saga.revision,
+            "status": saga.status.value, "context": _dumps(saga.context), "error": saga.error,
+            "payload": _dumps(saga.payload), "deadline": saga.deadline, "resolution": _dumps(saga.resolution),
+            "next_attempt_at": saga.next_attempt_at, "terminal": saga.status.terminal, "ttl": ttl,
+            "step_position": [s.position for s in steps], "step_status": [s.status.value for s in steps],
+            "step_attempts": [s.attempts for s in steps],
+            "step_compensation_attempts": [s.compensation_attempts for s in steps],
+            "step_next_attempt_at": [s.next_attempt_at for s in steps],
+            "step_request": [_dumps(s.request) for s in steps], "step_response": [_dumps(s.response) for s in steps],
+            "step_error": [s.error for s in steps], "step_started_at": [s.started_at for s in steps],
+            "step_finished_at": [s.finished_at for s in steps],
+            "event_kind": [e.kind for e in events], "event_step": [e.step for e in events],
+            "event_from": [e.from_status for e in events], "event_to": [e.to_status for e in events],
+            "event_detail": [_dumps(e.detail) for e in events],
+        }  # fmt: skip
+        written = await self._pool.fetchval(OPERATOR_SAVE, *(values[name] for name in OPERATOR_SAVE_PARAMS))
+        if written is None:
+            raise errors.LeaseLost(f"saga {saga.id}: fence {lease.fence} of {lease.owner_id} no longer holds")
+        saga.saved()
+
+    # -- retention and export ------------------------------------------------------------------------------
+
+    @_store("retention: delete finished sagas")
+    async def purge_finished(self, older_than: timedelta, batch: int, export_dir: Path | None) -> ports.Purged:
+        """Delete one batch of old finished sagas (`PICK_FINISHED`, `DELETE_PICKED`), exported first if asked."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            ids = [r["id"] for r in await conn.fetch(PICK_FINISHED, older_than, batch)]
+            if not ids:
+                return ports.Purged()
+            if export_dir is not None:
+                histories = await self._histories(conn, ids)
+                # Written and synced before the deletion commits: a failed export rolls the batch back.
+                # A crash between the two leaves a saga exported twice, never one deleted unexported.
+                try:
+                    await asyncio.to_thread(_append_lines, export_dir, histories)
+                except OSError as exc:  # not the database's: never StoreUnavailable
+                    raise errors.ExportFailed(f"cannot export to {export_dir}: {exc}") from exc
+            row = await conn.fetchrow(DELETE_PICKED, ids)
+        return ports.Purged(int(row["sagas"]), int(row["steps"]), int(row["events"]))
+
+    @_store("retention: forget expired keys")
+    async def purge_expired_keys_batch(self, batch: int) -> int:
+        """Forget one batch of client idempotency keys past their retention (`PURGE_KEYS_BATCH`)."""
+        result = await self._pool.execute(PURGE_KEYS_BATCH, batch)
+        return int(result.split()[-1])
+
+    @_store("read saga history")
+    async def history(self, saga_id: str) -> dict[str, Any] | None:
+        """One saga's whole history, the shape retention exports (`HISTORY_FORMAT`)."""
+        async with self._pool.acquire() as conn:
+            found = await self._histories(conn, [uuid.UUID(saga_id)])
+        return found[0] if found else None
+
+    async def _histories(self, conn: asyncpg.Connection, ids: list[uuid.UUID]) -> list[dict[str, Any]]:
+        sagas = await conn.fetch(SELECT_SAGAS, ids)
+        steps: dict[uuid.UUID, list[asyncpg.Record]] = {}
+        for step in await conn.fetch(SELECT_STEPS, ids):
+            steps.setdefault(step["saga_id"], []).append(step)
+        events: dict[uuid.UUID, list[asyncpg.Record]] = {}
+        for event in await conn.fetch(SELECT_EVENTS_OF, ids):
+            events.setdefault(event["saga_id"], []).append(event)
+        return [_history(row, steps.get(row["id"], []), events.get(row["id"], [])) for row in sagas]
+
     def _saga(self, row: asyncpg.Record, steps: list[Step]) -> Saga:
         saga = Saga(
             id=str(row["id"]),
@@ -458,8 +608,37 @@ class PostgresSagaRepository:
             created_at=row["created_at"],
             next_attempt_at=row["next_attempt_at"],
             revision=row["revision"],
+            resolution=_loads(row["resolution"]),
         )
         return saga
+
+    # -- reads for the operator UI -----------------------------------------------------------------------
+
+    @_store("search sagas")
+    async def search_view(
+        self, query: ports.SagaQuery, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Newest first with the UI's filters, each saga with its steps (not its events).
+
+        Returns the page and the cursor of the next page (None at the end).
+        """
+        after_at, after_id = decode_cursor(cursor) if cursor else (None, None)
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                SEARCH_SAGAS, query.status, query.saga_type, query.newer_than, query.older_than, query.error_text,
+                after_at, after_id, limit + 1,
+            )  # fmt: skip
+            page = rows[:limit]
+            steps: dict[str, list[dict[str, Any]]] = {}
+            for step in await conn.fetch(SELECT_STEPS, [r["id"] for r in page]):
+                steps.setdefault(str(step["saga_id"]), []).append(_step_view(step))
+        following = encode_cursor(page[-1]["created_at"], page[-1]["id"]) if len(rows) > limit else None
+        return [{**_saga_view(r), "steps": steps.get(str(r["id"]), [])} for r in page], following
+
+    @_store("count sagas")
+    async def status_counts(self) -> dict[str, int]:
+        """How many sagas are in each status."""
+        return {row["status"]: int(row["n"]) for row in await self._pool.fetch(COUNT_BY_STATUS)}
 
 
 def encode_cursor(created_at: datetime, saga_id: uuid.UUID) -> str:
@@ -502,6 +681,12 @@ def _event_row(saga_id: str, fence: int, owner: str | None, e: Event) -> tuple[A
     return (uuid.UUID(saga_id), fence, owner, e.kind, e.step, e.from_status, e.to_status, _dumps(e.detail))
 
 
+def _full_view(
+    saga: asyncpg.Record, steps: Sequence[asyncpg.Record], events: Sequence[asyncpg.Record]
+) -> dict[str, Any]:
+    return {**_saga_view(saga), "steps": [_step_view(s) for s in steps], "events": [_event_view(e) for e in events]}
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
@@ -525,6 +710,7 @@ def _saga_view(row: asyncpg.Record) -> dict[str, Any]:
         "created_at": _iso(row["created_at"]),
         "updated_at": _iso(row["updated_at"]),
         "finished_at": _iso(row["finished_at"]),
+        "resolution": _loads(row["resolution"]),
     }
 
 
@@ -555,3 +741,24 @@ def _event_view(row: asyncpg.Record) -> dict[str, Any]:
         "detail": _loads(row["detail"]),
         "at": _iso(row["created_at"]),
     }
+
+
+def _history(saga: asyncpg.Record, steps: Sequence[asyncpg.Record], events: Sequence[asyncpg.Record]) -> dict[str, Any]:
+    """The export of one saga: the API's view of it, plus what a replay needs (requests, keys, trace)."""
+    view = _full_view(saga, steps, events)
+    for step_view, step in zip(view["steps"], steps, strict=True):
+        step_view["request"] = _loads(step["request"])
+        step_view["idempotency_key"] = step["idempotency_key"]
+        step_view["compensation_key"] = step["compensation_key"]
+    view["trace_context"] = _loads(saga["trace_context"]) or {}
+    return {"format": HISTORY_FORMAT, **view}
+
+
+def _append_lines(directory: Path, histories: list[dict[str, Any]]) -> None:
+    """Append one JSON line per saga to today's file (UTC) in `directory`, durably (fsync)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"sagas-{datetime.now(UTC):%Y-%m-%d}.jsonl"
+    with path.open("a", encoding="utf-8") as out:
+        out.writelines(json.dumps(h, separators=(",", ":"), sort_keys=True) + "\n" for h in histories)
+        out.flush()
+        os.fsync(out.fileno())

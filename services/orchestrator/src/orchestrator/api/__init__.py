@@ -8,8 +8,9 @@ overhead.
 
 The package's modules, from the bottom: `problems` (the problem types, `Problem` and the error handlers),
 `inputs` (the patterns and the parsing of everything a request carries), `middleware` (the plain ASGI
-middleware and the caller's `Principal`), `schemas` and `document` (the OpenAPI document), and `app`
-(the routes and `create_app`).
+middleware and the caller's `Principal`), `schemas` and `document` (the OpenAPI document),
+`operator_routes` (the queue's actions on FAILED sagas, the dry run and the export), and `app` (the
+routes and `create_app`).
 """
 
 from orchestrator.api.app import create_app

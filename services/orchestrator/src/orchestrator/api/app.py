@@ -1,19 +1,22 @@
 """The FastAPI application: its routes, their dependencies, and `create_app`, which puts it behind the middleware."""
 
-from typing import Annotated, Any
+from pathlib import Path as FilePath
+from typing import Annotated, Any, Final
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
-from swagger_ui_bundle import swagger_ui_path
 
-from orchestrator import engine, ports, usecases
-from orchestrator.api import document, inputs, middleware, problems
+from orchestrator import engine, ports, ui, usecases
+from orchestrator.api import document, inputs, middleware, operator_routes, problems
 from orchestrator.domain.model import SagaStatus
 from orchestrator.metrics import SAGA_STARTED
 from orchestrator.worker import Worker
 from servicekit import health
+
+# Swagger UI 5 (renders OpenAPI 3.1), vendored from npm's swagger-ui-dist: see static/swagger/VERSION.
+SWAGGER_ASSETS: Final = FilePath(__file__).parent / "static" / "swagger"
 
 # A saga id in a path, its pattern checked by FastAPI (a 422 otherwise).
 SagaId = Annotated[
@@ -42,8 +45,13 @@ def create_app(  # noqa: C901 - a flat list of route declarations
     max_body: int,
     *,
     protect_operator_paths: bool = False,
+    ui_trace_url: str | None = None,
 ) -> Any:
-    """The REST application for one instance; `protect_operator_paths` puts metrics and docs behind a key."""
+    """The REST application and the `/ui` pages for one instance.
+
+    `protect_operator_paths` puts metrics and docs behind a key; `ui_trace_url` links the UI's trace ids
+    to a tracing UI (`{trace_id}` is replaced).
+    """
     # FastAPI's built-in telemetry would add a second server span and spans per dependency and endpoint
     # to every request; the middleware below already makes the one server span and the HTTP metrics.
     # No slash redirects: `/v1/sagas/` is a 404 like any unknown path, not a 307 the document cannot list.
@@ -51,7 +59,7 @@ def create_app(  # noqa: C901 - a flat list of route declarations
                description=document.DESCRIPTION,
                telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False})  # fmt: skip
     app.auth_enabled = authenticate.enabled
-    app.mount("/static/swagger", StaticFiles(directory=str(swagger_ui_path)), name="swagger")
+    app.mount("/static/swagger", StaticFiles(directory=SWAGGER_ASSETS), name="swagger")
     problems.install_error_handlers(app)
     auth = authenticate.enabled
 
@@ -72,6 +80,10 @@ def create_app(  # noqa: C901 - a flat list of route declarations
                                    swagger_js_url="/static/swagger/swagger-ui-bundle.js",
                                    swagger_css_url="/static/swagger/swagger-ui.css",
                                    swagger_favicon_url="/static/swagger/favicon-32x32.png")  # fmt: skip
+
+    @app.get("/swagger", include_in_schema=False)
+    async def swagger() -> RedirectResponse:
+        return RedirectResponse("/docs", status_code=308)
 
     async def start_body(request: Request) -> inputs.StartSagaBody:
         raw = await request.body()  # bounded by the middleware's body limit
@@ -96,7 +108,8 @@ def create_app(  # noqa: C901 - a flat list of route declarations
             SAGA_STARTED.labels(body.saga_type).inc()
         if started.claimed is not None:
             worker.adopt(started.claimed)
-        view = await views.get_view(started.saga_id)
+        # A new saga's view came back with its write; only a replay reads the saga again.
+        view = started.view if started.view is not None else await views.get_view(started.saga_id)
         location = f"/v1/sagas/{started.saga_id}"
         return JSONResponse(view, status_code=202 if started.created else 200, headers={"Location": location})
 
@@ -130,13 +143,6 @@ def create_app(  # noqa: C901 - a flat list of route declarations
         items, following = await views.list_view(status.value if status else None, saga_type, limit, after)
         return JSONResponse({"items": items, "next_cursor": inputs.api_cursor(following)})
 
-    @app.post("/v1/sagas/{saga_id}/retry", status_code=202, operation_id="retrySaga",
-              summary="Resume a FAILED saga (admin)", responses=document.responses("retrySaga", auth))  # fmt: skip
-    async def retry_saga(saga_id: SagaId, _: Annotated[middleware.Principal, Depends(admin)]) -> JSONResponse:
-        claimed = await service.retry(saga_id, worker.owner_id)
-        worker.adopt(claimed)
-        return JSONResponse(await views.get_view(saga_id), status_code=202)
-
     @app.post("/v1/sagas/{saga_id}/cancel", status_code=202, operation_id="cancelSaga",
               summary="Stop a saga going forward (admin)",
               responses=document.responses("cancelSaga", auth))  # fmt: skip
@@ -144,4 +150,7 @@ def create_app(  # noqa: C901 - a flat list of route declarations
         await service.cancel(saga_id)
         return JSONResponse(await views.get_view(saga_id), status_code=202)
 
+    ui.install(app, service, views, worker, authenticate.principal_for, auth=auth, trace_url=ui_trace_url)
+    # The queue's actions (retry among them), the dry run and the export.
+    operator_routes.register(app, service, views, worker, caller, admin)
     return middleware.Middleware(app, readiness, max_body, authenticate, protect_operator_paths=protect_operator_paths)

@@ -17,20 +17,22 @@ from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
 from orchestrator import definitions
-from orchestrator.api.inputs import DEADLINE_PATTERN, KEY_PATTERN, UUID_PATTERN
+from orchestrator.api.inputs import DEADLINE_PATTERN, KEY_PATTERN, TEXT_PATTERN, UUID_PATTERN
 from orchestrator.api.problems import PROBLEM, PROBLEM_TYPES, TYPE_BASE
 from orchestrator.api.schemas import (
     EventView,
     Liveness,
     ProblemDetails,
     Readiness,
+    SagaHistory,
     SagaPage,
+    SagaPlan,
     SagaSummaryView,
     SagaView,
     StepView,
 )
 
-DESCRIPTION: Final = """Start, follow, retry and cancel sagas.
+DESCRIPTION: Final = """Start, follow, retry and cancel sagas; act on the FAILED ones (the queue); plan one dry.
 
 Every error is `application/problem+json` (RFC 9457, schema `ProblemDetails`) with a stable `type` per
 error. Besides the answers each operation lists, any path answers `404 not-found` when no route has it
@@ -84,7 +86,27 @@ _ROUTE_SUCCESS: Final[dict[str, dict[int, tuple[str, bool]]]] = {
     "retrySaga": {202: ("Retried: the saga as it is now, usually COMPENSATING (or EXECUTING past the point of no "
                         "return).", False)},
     "cancelSaga": {202: ("The cancellation was requested: the saga, with `cancel_requested: true`.", False)},
+    "retrySagaWithPayload": {202: ("Resumed forward with the edited payload: the saga as it is now, EXECUTING.",
+                                   False)},
+    "skipSagaStep": {202: ("The step is marked done by hand and the saga goes on: the saga as it is now (or "
+                           "COMPLETED, COMPENSATED when that was its last step).", False)},
+    "compensateSaga": {202: ("Compensation forced: the saga as it is now, COMPENSATING (or COMPENSATED).", False)},
+    "resolveSaga": {200: ("Resolved: the saga, still FAILED, with its `resolution`; it leaves the queue.", False)},
+    "planSaga": {200: ("The dry run: nothing was written and no participant was called.", False)},
+    "getSagaHistory": {200: ("The saga's whole history, as `sagaline saga export` writes it.", False)},
 }  # fmt: skip
+# Operations whose success is not a SagaView.
+_SUCCESS_SCHEMA: Final = {"listSagas": "SagaPage", "planSaga": "SagaPlan", "getSagaHistory": "SagaHistory"}
+# The queue's actions (admin): the saga as it is now, and a link to follow it.
+QUEUE_ACTIONS: Final = (
+    "retrySaga",
+    "cancelSaga",
+    "retrySagaWithPayload",
+    "skipSagaStep",
+    "compensateSaga",
+    "resolveSaga",
+)
+_BODY_ERRORS: Final = {400: ("malformed-json", "invalid-characters"), 415: ("unsupported-media-type",)}
 _ADMIN: Final = {403: ("forbidden",), 404: ("saga-not-found", "not-found"), 409: ("state-conflict",)}
 _ROUTE_PROBLEMS: Final[dict[str, dict[int, tuple[str, ...]]]] = {
     "startSaga": {
@@ -94,9 +116,17 @@ _ROUTE_PROBLEMS: Final[dict[str, dict[int, tuple[str, ...]]]] = {
     },
     "getSaga": {400: ("invalid-characters",), 404: ("saga-not-found", "not-found"), 422: ("invalid-request",)},
     "listSagas": {400: ("malformed-cursor", "invalid-characters"), 422: ("invalid-request",)},
-    "retrySaga": {400: ("invalid-characters",), **_ADMIN, 422: ("invalid-request",)},
+    "retrySaga": {**_BODY_ERRORS, **_ADMIN, 422: ("invalid-request",)},
     "cancelSaga": {400: ("invalid-characters",), **_ADMIN, 422: ("invalid-request",)},
-}
+    "retrySagaWithPayload": {**_BODY_ERRORS, **_ADMIN, 422: ("invalid-request", "invalid-payload")},
+    "skipSagaStep": {**_BODY_ERRORS, **_ADMIN, 422: ("invalid-request", "invalid-payload")},
+    "compensateSaga": {**_BODY_ERRORS, **_ADMIN, 409: ("state-conflict", "point-of-no-return"),
+                       422: ("invalid-request",)},
+    "resolveSaga": {**_BODY_ERRORS, **_ADMIN, 422: ("invalid-request",)},
+    "planSaga": {**_BODY_ERRORS, 404: ("saga-type-not-found", "not-found"),
+                 422: ("invalid-request", "invalid-payload", "invalid-deadline")},
+    "getSagaHistory": {400: ("invalid-characters",), 404: ("saga-not-found", "not-found"), 422: ("invalid-request",)},
+}  # fmt: skip
 # What every /v1 operation may answer besides its own problems.
 _EVERY_ROUTE: Final = {401: ("unauthenticated",), 413: ("payload-too-large",), 503: ("database-unavailable",)}
 
@@ -106,13 +136,15 @@ def responses(operation: str, auth: bool) -> dict[int | str, dict[str, Any]]:
     answers: dict[int | str, dict[str, Any]] = {}
     for status, (description, located) in _ROUTE_SUCCESS[operation].items():
         answer: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": _SAGA_REF}}}
-        if operation == "listSagas":
-            answer["content"]["application/json"]["schema"] = {"$ref": "#/components/schemas/SagaPage"}
+        if operation in _SUCCESS_SCHEMA:
+            answer["content"]["application/json"]["schema"] = {
+                "$ref": f"#/components/schemas/{_SUCCESS_SCHEMA[operation]}"
+            }
         if located:
             answer["headers"] = {"Location": _HEADERS["Location"]}
         if operation == "startSaga":
             answer["links"] = _SAGA_LINKS
-        elif operation in ("retrySaga", "cancelSaga"):
+        elif operation in QUEUE_ACTIONS:
             answer["links"] = {"GetSaga": _SAGA_LINKS["GetSaga"]}
         answers[status] = answer
     problems = {**_ROUTE_PROBLEMS[operation], **_EVERY_ROUTE}
@@ -219,6 +251,55 @@ START_EXTRA: Final = {
 }
 
 
+# The bodies of the queue's actions and of the dry run (parsed by `inputs.action_body`, like the start's).
+_REASON: Final = {
+    "type": "string", "minLength": 1, "maxLength": 1000, "pattern": TEXT_PATTERN,
+    "description": "Why the person acts; recorded in the saga's history with the API key's name and role.",
+    "examples": ["payment service restored; refund by hand is not needed"],
+}  # fmt: skip
+_PLAN_DEADLINE: Final = {
+    "type": ["string", "null"], "pattern": DEADLINE_PATTERN, "examples": ["30s"],
+    "description": "Plan with this deadline instead of the saga type's, as a start's `deadline` would.",
+}  # fmt: skip
+OPERATOR_SCHEMAS: Final[dict[str, Any]] = {
+    "Reason": {"type": "object", "additionalProperties": False, "required": ["reason"],
+               "properties": {"reason": _REASON}},
+    "RetryWithPayload": {
+        "type": "object", "additionalProperties": False, "required": ["payload", "reason"],
+        "description": "A saga that failed going forward resumes from its stuck step with this payload, validated "
+        "exactly like a start's; steps that already succeeded are not run again.",
+        "properties": {"payload": {"$ref": "#/components/schemas/OrderSagaPayload"}, "reason": _REASON},
+    },
+    "SkipStep": {
+        "type": "object", "additionalProperties": False, "required": ["step", "output", "reason"],
+        "properties": {
+            "step": {"type": "string", "minLength": 1, "maxLength": 100, "pattern": TEXT_PATTERN,
+                     "examples": ["confirm_order"],
+                     "description": "The step the saga is stuck at (a guard against acting on a stale view)."},
+            "output": {"type": "object", "maxProperties": 50,
+                       "propertyNames": {"minLength": 1, "maxLength": 100, "pattern": TEXT_PATTERN},
+                       "additionalProperties": {"type": "string", "maxLength": 1000, "pattern": TEXT_PATTERN},
+                       "examples": [{"order_id": "9b2d6c1e-4f7a-4b8c-9d0e-1f2a3b4c5d6e"}],
+                       "description": "What the step produced when done by hand, as names and text values. Going "
+                       "forward it joins the saga's context, so it must hold what later steps read; for a "
+                       "compensation it is its answer."},
+            "reason": _REASON,
+        },
+    },
+    "PlanSaga": {
+        "type": "object", "additionalProperties": False, "required": ["payload"],
+        "properties": {"payload": {"$ref": "#/components/schemas/OrderSagaPayload"},
+                       "deadline": _PLAN_DEADLINE},
+    },
+}  # fmt: skip
+
+
+def body(schema: str, *, required: bool = True) -> dict[str, Any]:
+    """The `openapi_extra` declaring a hand-parsed JSON body of the component `schema`."""
+    content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
+    return {"requestBody": {"required": required, "content": content}}
+
+
 def _probe_paths() -> dict[str, Any]:
     """The probes and `/metrics`, answered by the middleware before FastAPI, so FastAPI cannot list them."""
 
@@ -246,10 +327,11 @@ def _probe_paths() -> dict[str, Any]:
 
 def _components(auth: bool) -> dict[str, Any]:
     """Schemas of every document the API reads or writes, the shared answers, and the security scheme."""
-    models = (ProblemDetails, SagaView, SagaSummaryView, SagaPage, StepView, EventView, Liveness, Readiness)
+    models = (ProblemDetails, SagaView, SagaSummaryView, SagaPage, StepView, EventView, Liveness, Readiness,
+              SagaPlan, SagaHistory)  # fmt: skip
     _, found = models_json_schema([(m, "serialization") for m in models], ref_template="#/components/schemas/{model}")
     schemas = {**found["$defs"], "StartSaga": START_SAGA, "OrderSagaPayload": ORDER_PAYLOAD,
-               "OrderItem": ORDER_ITEM}  # fmt: skip
+               "OrderItem": ORDER_ITEM, **OPERATOR_SCHEMAS}  # fmt: skip
     shared = {
         "NotFound": _problem_answer(("not-found",)),
         "MethodNotAllowed": _problem_answer(("method-not-allowed",)),
@@ -257,7 +339,8 @@ def _components(auth: bool) -> dict[str, Any]:
     }
     components: dict[str, Any] = {"schemas": schemas, "responses": shared}
     if auth:
-        scheme = "An API key; role `client` may start and read sagas, `admin` may also retry and cancel them."
+        scheme = ("An API key; role `client` may start, plan and read sagas, `admin` may also retry and cancel them "
+                  "and act on the queue of FAILED sagas.")  # fmt: skip
         components["securitySchemes"] = {"bearerAuth": {"type": "http", "scheme": "bearer", "description": scheme}}
     return components
 

@@ -19,7 +19,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Annotated, Any, Final, TypeVar
 from urllib.parse import unquote_to_bytes
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -69,6 +69,47 @@ class StartSagaBody(BaseModel):
     saga_type: str = Field(min_length=1, max_length=100)
     deadline: str | None = None
     payload: dict[str, Any]
+
+
+_REASON: Final = Field(min_length=1, max_length=1000)
+
+
+class ReasonBody(BaseModel):
+    """Body of a queue action that takes only a reason (retry, force compensation, resolve)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[str, _REASON]
+
+
+class RetryWithPayloadBody(BaseModel):
+    """Body of retry-with-payload: the corrected payload (validated like a start's) and why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    payload: dict[str, Any]
+    reason: Annotated[str, _REASON]
+
+
+class SkipStepBody(BaseModel):
+    """Body of skip-step: the stuck step (a guard against acting on a stale view), its output, and why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    step: str = Field(min_length=1, max_length=100)
+    output: dict[Annotated[str, Field(min_length=1, max_length=100)], Annotated[str, Field(max_length=1000)]] = Field(
+        max_length=50
+    )
+    reason: Annotated[str, _REASON]
+
+
+class PlanBody(BaseModel):
+    """Body of the dry run: what `POST /v1/sagas` would take, without the saga type (it is in the path)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    payload: dict[str, Any]
+    deadline: str | None = None
 
 
 def clean_target(scope: Mapping[str, Any]) -> bool:
@@ -230,9 +271,28 @@ def start_body(content_type: str | None, content_encoding: str | None, raw: byte
         Problem: 415 for another media type, charset or coding; 400 for malformed JSON; 422 for bad
             text, deep nesting or a body the model refuses.
     """
+    return _model_body(content_type, content_encoding, raw, StartSagaBody, "saga_type and payload")
+
+
+Body = TypeVar("Body", bound=BaseModel)
+
+
+def action_body(content_type: str | None, content_encoding: str | None, raw: bytes, model: type[Body]) -> Body:
+    """The JSON body of a queue action or a dry run, checked exactly like the start body (see `start_body`).
+
+    Raises:
+        Problem: 415 for another media type, charset or coding; 400 for malformed JSON; 422 for bad
+            text, deep nesting or a body the model refuses (`invalid-payload` when only the payload is).
+    """
+    return _model_body(content_type, content_encoding, raw, model, ", ".join(model.model_fields))
+
+
+def _model_body(
+    content_type: str | None, content_encoding: str | None, raw: bytes, model: type[Body], members: str
+) -> Body:
     if not raw:
         raise Problem("invalid-request", "the request needs a JSON body",
-                      errors=["body: a JSON object with saga_type and payload is required"])  # fmt: skip
+                      errors=[f"body: a JSON object with {members} is required"])  # fmt: skip
     media, *params = [part.strip().lower() for part in (content_type or "").split(";")]
     charsets = {p.partition("=")[2].strip('"') for p in params if p.startswith("charset=")}
     if (
@@ -247,7 +307,7 @@ def start_body(content_type: str | None, content_encoding: str | None, raw: byte
         kind = "invalid-payload" if inside_payload else "invalid-request"
         raise Problem(kind, "the body holds text this API does not accept", errors=problems)
     try:
-        return StartSagaBody.model_validate(document)
+        return model.model_validate(document)
     except ValidationError as exc:
         problems = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()]
         raise Problem("invalid-request", "the request does not match the API", errors=problems[:MAX_PROBLEMS]) from exc

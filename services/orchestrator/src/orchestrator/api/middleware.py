@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestrator.api.inputs import clean_target, printable
 from orchestrator.api.problems import Problem, problem_response
+from orchestrator.ui import session_key
 from servicekit import health
 
 tracer = trace.get_tracer("sagaline.orchestrator.api")
@@ -87,6 +88,13 @@ class Authenticator:
                           headers={"WWW-Authenticate": 'Bearer realm="sagaline", error="invalid_token"'})  # fmt: skip
         return match
 
+    def principal_for(self, key: str) -> Principal | None:
+        """The caller a bare API key names (the UI's sign-in form and cookie), or None for an unknown key."""
+        try:
+            return self(f"Bearer {key}")
+        except Problem:
+            return None
+
 
 class Middleware:
     """Probes, metrics, authentication, the path and query check, body limit and request timing, as plain ASGI.
@@ -99,6 +107,9 @@ class Middleware:
     `/docs`, `/openapi.json` and the Swagger assets need a valid API key of any role too (Prometheus
     scrapes with a bearer token file); the liveness and readiness probes always stay open, since load
     balancers and orchestrators call them without credentials and they reveal nothing.
+
+    The `/ui` pages name their caller from the UI's session cookie instead (and only they do): a
+    browser cannot send the Bearer header when it navigates. A page without a caller asks to sign in.
     """
 
     def __init__(
@@ -146,7 +157,9 @@ class Middleware:
     def _refusal(self, scope: dict[str, Any]) -> Problem | None:
         """The problem that stops a request before routing (401, 400, 413), or None; records the caller."""
         headers = dict(scope["headers"])
-        if self._needs_key(scope["path"]) and (refusal := self._caller(scope)) is not None:
+        if scope["path"] == "/ui" or scope["path"].startswith("/ui/"):
+            self._ui_caller(scope, headers)
+        elif self._needs_key(scope["path"]) and (refusal := self._caller(scope)) is not None:
             return refusal
         if not clean_target(scope):
             return Problem("invalid-characters", "the path and query must be UTF-8 without control characters")
@@ -164,6 +177,19 @@ class Middleware:
             return problem
         scope.setdefault("state", {})["principal"] = principal
         return None
+
+    def _ui_caller(self, scope: dict[str, Any], headers: dict[bytes, bytes]) -> None:
+        """A `/ui` page names its caller with the UI's session cookie (only here), or none: the page asks to sign in.
+
+        A browser cannot send the Bearer header when it navigates; the cookie carries the same API key
+        (see `orchestrator.ui.routes`). With auth off every caller is the anonymous admin.
+        """
+        key = session_key(headers.get(b"cookie"))
+        principal = self._authenticate.principal_for(key) if key else None
+        if not self._authenticate.enabled:
+            principal = self._authenticate(None)
+        if principal is not None:
+            scope.setdefault("state", {})["principal"] = principal
 
     async def _observed(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Run the app inside one server span, timing it by route template."""

@@ -47,6 +47,12 @@ PROBLEM_TYPES: Final[dict[str, tuple[int, str, str]]] = {
         409, "The saga's state forbids this", "saga 7b0f4a8e-1c2d-4e5f-8a9b-0c1d2e3f4a5b is COMPLETED; only FAILED "
         "sagas can be retried"
     ),
+    "point-of-no-return": (
+        409, "Past the point of no return",
+        "saga 7b0f4a8e-1c2d-4e5f-8a9b-0c1d2e3f4a5b stopped while confirm_order was executing, past the point of no "
+        "return: it may already be final, and compensating would take back what it needs",
+    ),
+    "saga-type-not-found": (404, "Saga type not found", "no saga type 'travel_saga'; one of order_saga"),
     "payload-too-large": (413, "Payload too large", "the limit is 65536 bytes"),
     "unsupported-media-type": (
         415, "Unsupported media type", "send the body as application/json in UTF-8, without content coding"
@@ -101,6 +107,7 @@ _DOMAIN_ERRORS: Final[list[tuple[type[Exception], str]]] = [
     (errors.IdempotencyConflict, "idempotency-key-reused"),
     (errors.MalformedCursor, "malformed-cursor"),
     (errors.SagaNotFound, "saga-not-found"),
+    (errors.PastPointOfNoReturn, "point-of-no-return"),  # before StateConflict, its base
     (errors.StateConflict, "state-conflict"),
 ]
 

@@ -67,7 +67,7 @@ class EventView(BaseModel):
     id: int = Field(ge=1)
     kind: str = Field(
         description="`saga` or `step` (a transition), `retry_scheduled`, `lease_acquired`, `lease_released`, "
-        "`cancel_requested`."
+        "`cancel_requested`, `operator_action` (a person's action: `detail` names the action, who and why)."
     )
     step: str | None
     from_status: str | None
@@ -75,6 +75,17 @@ class EventView(BaseModel):
     fence: int = Field(ge=0)
     owner_id: str | None
     detail: dict[str, Any]
+    at: datetime
+
+
+class Resolution(BaseModel):
+    """Who marked a FAILED saga handled without acting, when, and why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    by: str = Field(description="The API key's name (`anonymous` with authentication off).")
+    role: str
+    reason: str
     at: datetime
 
 
@@ -98,6 +109,9 @@ class SagaSummaryView(BaseModel):
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    resolution: Resolution | None = Field(
+        description="Set when a person marked this FAILED saga handled without acting (it stays FAILED)."
+    )
 
 
 class SagaView(SagaSummaryView):
@@ -132,3 +146,111 @@ class Readiness(BaseModel):
     status: Literal["ready", "not ready"]
     owner_id: str = ""
     reason: str = ""
+
+
+# -- the dry run's answer ----------------------------------------------------------------------------------
+
+
+class PlanDelay(BaseModel):
+    """One retry's delay without jitter, and its bounds with the most jitter either way."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    retry: int = Field(ge=1)
+    delay_seconds: float = Field(ge=0)
+    min_seconds: float = Field(ge=0)
+    max_seconds: float = Field(ge=0)
+
+
+class PlanRetry(BaseModel):
+    """A retry policy as a schedule; `max_retries: null` retries until it succeeds (`then_repeats` forever)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_retries: int | None
+    attempts: int | None
+    jitter: float
+    schedule: list[PlanDelay]
+    then_repeats: PlanDelay | None
+
+
+class PlanCall(BaseModel):
+    """One participant call: where it goes, its per-attempt timeout and its retries."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    service: str
+    method: str
+    timeout_seconds: float
+    retry: PlanRetry
+
+
+class PlanStep(BaseModel):
+    """One step in order: its action, and its compensation (null: forward-only, the point of no return)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    position: int = Field(ge=0)
+    name: str
+    forward_only: bool
+    action: PlanCall
+    compensation: PlanCall | None
+
+
+class PlanCompensation(BaseModel):
+    """A compensation that would run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    step: str
+    service: str
+    method: str
+
+
+class PlanFailure(BaseModel):
+    """A failure at one position: the compensations that run, in order, if refused or if its outcome stays unknown.
+
+    `if_unknown` is null for a step retried until it succeeds: an unknown outcome never compensates it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    position: int = Field(ge=0)
+    step: str
+    if_refused: list[PlanCompensation]
+    if_unknown: list[PlanCompensation] | None
+    unknown_after_attempts: int | None
+
+
+class SagaPlan(BaseModel):
+    """The dry run of a saga: nothing was written and no participant was called."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    saga_type: str
+    definition_version: int = Field(ge=1)
+    payload: dict[str, Any] = Field(description="The payload as a start would store it, validated and normalised.")
+    deadline_seconds: float
+    on_timeout: OnTimeout
+    steps: list[PlanStep]
+    failures: list[PlanFailure]
+
+
+# -- the export of one saga ---------------------------------------------------------------------------------
+
+
+class HistoryStepView(StepView):
+    """A step as exported: its view, plus the request its action sent and its idempotency keys."""
+
+    request: dict[str, Any] | None = Field(description="What the action sent at its first attempt.")
+    idempotency_key: str
+    compensation_key: str
+
+
+class SagaHistory(SagaSummaryView):
+    """One saga's whole history, as `sagaline saga export` writes it and retention exports it (one JSON line)."""
+
+    format: Literal["sagaline.saga-history/1"]
+    trace_context: dict[str, str]
+    steps: list[HistoryStepView]
+    events: list[EventView]

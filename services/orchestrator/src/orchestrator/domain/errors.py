@@ -7,9 +7,11 @@
     ├── MalformedCursor          a list cursor this API did not issue (400)
     ├── SagaNotFound             (404)
     ├── StateConflict            the saga's state forbids the operation (409)
+    │   └── PastPointOfNoReturn  the operation would compensate past the point of no return (409)
     ├── IdempotencyConflict      same Idempotency-Key, different body (422)
     ├── LeaseLost                a fenced write matched no row: another owner holds the saga
     ├── StoreUnavailable         the database could not be reached; the outcome of the write is unknown
+    ├── ExportFailed             retention could not write its export; nothing was deleted
     └── StepError                the outcome of one participant call
         ├── TransientStepError   worth retrying with the same idempotency key; outcome unknown
         └── PermanentStepError   retrying cannot help; the participant applied nothing
@@ -53,6 +55,10 @@ class StateConflict(OrchestratorError):
     """The saga's current state forbids the requested operation."""
 
 
+class PastPointOfNoReturn(StateConflict):
+    """The operation would compensate a saga whose forward-only step may already be final."""
+
+
 class IdempotencyConflict(OrchestratorError):
     """The Idempotency-Key was already used with a different request body."""
 
@@ -63,6 +69,10 @@ class LeaseLost(OrchestratorError):
 
 class StoreUnavailable(OrchestratorError):
     """The database could not be reached; a write may or may not have committed."""
+
+
+class ExportFailed(OrchestratorError):
+    """Retention could not write its export (a full disk, a missing directory); that batch deleted nothing."""
 
 
 class StepError(OrchestratorError):

@@ -5,6 +5,7 @@ Saga:  PENDING -> EXECUTING -> COMPLETED
                   EXECUTING -> FAILED (deadline with on_timeout=fail)
                   COMPENSATING -> FAILED (compensation exhausted; needs a person) -> COMPENSATING (admin retry)
                   EXECUTING -> FAILED (parked at the point of no return) -> EXECUTING (admin retry, forward only)
+                  FAILED -> EXECUTING | COMPENSATING (a person's move from the queue; see "A person's moves")
 Step:  PENDING -> EXECUTING -> SUCCEEDED | FAILED
        SUCCEEDED | FAILED | EXECUTING -> COMPENSATING -> COMPENSATED | COMPENSATION_FAILED -> COMPENSATING
 
@@ -138,6 +139,8 @@ class Saga:
     trace_context: dict[str, str] = field(default_factory=dict)
     created_at: datetime | None = None
     next_attempt_at: datetime | None = None
+    # Set when a person marked a FAILED saga handled without acting (it stays FAILED, out of the queue).
+    resolution: dict[str, Any] | None = None
     # Checkpoints saved so far: a save expects this number and the store bumps it, so a save retried
     # after an unknown outcome can tell "my earlier attempt committed" from "the lease is gone".
     revision: int = 0
@@ -340,10 +343,149 @@ class Saga:
             step.attempts, step.next_attempt_at, self.next_attempt_at = 1, now, now
             self.error = None
             return
-        self.transition(SagaStatus.COMPENSATING, "retried by an admin")
+        self._resume_compensation(now, "retried by an admin")
+
+    def _resume_compensation(self, now: datetime, reason: str) -> None:
+        """FAILED -> COMPENSATING with fresh budgets, from the step that stopped it (or the last step run)."""
+        self.transition(SagaStatus.COMPENSATING, reason)
         for step in reversed(self.steps):
             compensable = self.definition.step(step.position).compensation is not None
             if compensable and step.status in (StepStatus.COMPENSATION_FAILED, StepStatus.EXECUTING):
                 self._begin_compensating(step, now)
                 break
         self._compensate_next(now)
+
+    # -- a person's moves on a FAILED saga (the queue) ---------------------------------------------------
+    #
+    # Each starts with an `operator_action` event naming who acted and why, so the history answers "who
+    # touched this saga by hand". None compensates at or past the point of no return, and a resolved
+    # saga takes no further move: it was handled.
+
+    def _check_actionable(self) -> None:
+        if self.status is not SagaStatus.FAILED:
+            raise errors.StateConflict(f"saga {self.id} is {self.status}; only FAILED sagas take a person's action")
+        if self.resolution is not None:
+            raise errors.StateConflict(
+                f"saga {self.id} was resolved by {self.resolution.get('by')}: {self.resolution.get('reason')}"
+            )
+
+    def _operator_action(self, action: str, by: Operator, **detail: Any) -> None:
+        self._check_actionable()
+        record = {"action": action, "by": by.name, "role": by.role, "reason": by.reason, **detail}
+        self._events.append(Event("operator_action", detail=record))
+
+    def operator_retry(self, now: datetime, by: Operator) -> None:
+        """An admin retry (see `retry_failed`), recorded with who asked and why."""
+        self._operator_action("retry", by)
+        self.retry_failed(now)
+
+    def retry_with_payload(self, payload: dict[str, Any], now: datetime, by: Operator) -> None:
+        """Resume forward, from the step that was executing, with a corrected (already validated) payload.
+
+        Only a saga that failed going forward (its deadline with on_timeout=fail, a bug, the point of no
+        return) can still use a new payload: once compensation has begun, what is undone was done with
+        the old one. The step gets a fresh budget and the saga a fresh deadline; steps that already
+        succeeded are not run again (the event keeps the previous payload for the record).
+        """
+        self._check_actionable()
+        step = self.current
+        if step is None or self._compensation_begun():
+            raise errors.StateConflict(
+                f"saga {self.id} failed while compensating: an edited payload cannot change what is undone; "
+                "retry it or force its compensation instead"
+            )
+        self._operator_action("retry_with_payload", by, step=step.name, previous_payload=self.payload)
+        self.payload = payload
+        self._resume_forward(step, now, f"retried with an edited payload by {by.name}")
+
+    def skip_step(self, name: str, output: dict[str, Any], now: datetime, by: Operator) -> None:
+        """Mark the stuck step done by hand, with the output a person recorded, and let the saga go on.
+
+        Going forward, the output joins the saga's context for the later steps (it must hold what they
+        read); going backward, it is the compensation's recorded answer, and the next compensation follows.
+        """
+        self._check_actionable()
+        step = self._stuck_step()
+        if step.name != name:
+            raise errors.StateConflict(
+                f"saga {self.id} is stuck at {step.name}, not {name}: only that step can be skipped"
+            )
+        backward = step.status is not StepStatus.EXECUTING
+        if not backward:
+            self._check_output_serves_later_steps(step, output)
+        self._operator_action("skip_step", by, step=name, output=output, phase="compensation" if backward else "action")
+        reason = f"{name} done by hand ({by.name})"
+        if backward:
+            self.transition(SagaStatus.COMPENSATING, reason)
+            if step.status is StepStatus.COMPENSATION_FAILED:
+                self.move_step(step, StepStatus.COMPENSATING, by=by.name)
+            self.compensation_succeeded(step, output, now)  # `error` keeps why the saga compensates
+            return
+        self.transition(SagaStatus.EXECUTING, reason)
+        self.error = None
+        self.step_succeeded(step, output, output, now)
+        if self.status is SagaStatus.EXECUTING:
+            self.deadline = now + self.definition.deadline
+
+    def force_compensation(self, now: datetime, by: Operator) -> None:
+        """Undo what the saga did, now: its compensations resume (or begin) with fresh budgets.
+
+        Refused at or past the point of no return: a forward-only step may already be final, and
+        compensating would take back what it needs (a confirmed order keeps its payment and stock).
+        """
+        self._check_actionable()
+        if self.past_point_of_no_return():
+            step = self.current
+            assert step is not None  # noqa: S101 - past_point_of_no_return implies an executing step
+            raise errors.PastPointOfNoReturn(
+                f"saga {self.id} stopped while {step.name} was executing, past the point of no return: it may "
+                "already be final, and compensating would take back what it needs; retry it (forward) or skip it "
+                "with its recorded output"
+            )
+        self._operator_action("force_compensation", by)
+        self._resume_compensation(now, f"compensation forced by {by.name}")
+
+    def resolve(self, now: datetime, by: Operator) -> None:
+        """Mark the saga handled without acting: it stays FAILED, leaves the queue, and takes no further move."""
+        self._operator_action("resolve", by)
+        self.resolution = {"by": by.name, "role": by.role, "reason": by.reason, "at": now.isoformat()}
+
+    def _compensation_begun(self) -> bool:
+        begun = (StepStatus.COMPENSATING, StepStatus.COMPENSATED, StepStatus.COMPENSATION_FAILED)
+        return any(s.status in begun for s in self.steps)
+
+    def _stuck_step(self) -> Step:
+        """The step a FAILED saga stopped at: a compensation that failed, else the action that was executing."""
+        backward = (StepStatus.COMPENSATION_FAILED, StepStatus.COMPENSATING)
+        step = next((s for s in reversed(self.steps) if s.status in backward), None) or self.current
+        if step is None:
+            raise errors.StateConflict(f"saga {self.id} has no step stopped mid-way; there is nothing to skip")
+        return step
+
+    def _resume_forward(self, step: Step, now: datetime, reason: str) -> None:
+        self.transition(SagaStatus.EXECUTING, reason)
+        self.note("retry_scheduled", step, attempt=1, error=step.error, at=now.isoformat(), compensation=False)
+        step.attempts, step.next_attempt_at, self.next_attempt_at = 1, now, now
+        self.error = None
+        self.deadline = now + self.definition.deadline
+
+    def _check_output_serves_later_steps(self, step: Step, output: dict[str, Any]) -> None:
+        """A forward skip's output must hold what the later steps' requests read from the context."""
+        context = {**self.context, **output}
+        problems = []
+        for later in self.definition.steps[step.position + 1 :]:
+            try:
+                later.action.request(self.payload, context)
+            except (KeyError, TypeError, ValueError) as exc:
+                problems.append(f"output: {later.name} needs {exc} from the skipped step")
+        if problems:
+            raise errors.InvalidRequest(f"the output of {step.name} lacks what later steps read", problems)
+
+
+@dataclass(frozen=True)
+class Operator:
+    """A person acting on a saga from the queue: who (API key name and role), and why."""
+
+    name: str
+    role: str
+    reason: str

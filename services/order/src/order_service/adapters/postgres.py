@@ -81,6 +81,12 @@ ON CONFLICT (action_idempotency_key) DO NOTHING
 """
 
 
+# The common cases in one round trip each (migration 0002); false / no row when the general path must decide.
+CREATE_IF_NEW: Final = "SELECT order_create_if_new($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+CONFIRM_IF_NEW: Final = "SELECT * FROM order_confirm_if_new($1, $2, $3)"
+CANCEL_IF_NEW: Final = "SELECT * FROM order_cancel_if_new($1, $2, $3)"
+
+
 def _order(row: asyncpg.Record | None) -> domain.Order | None:
     if row is None:
         return None
@@ -177,6 +183,31 @@ class PostgresOrderStore:
                 yield PostgresTransaction(connection)
                 await failpoints.hit("order.before_commit")
             await failpoints.hit("order.after_commit")
+
+    async def create_if_new(self, order: domain.Order) -> bool:
+        # One statement is its own transaction: "before commit" is before it leaves, "after" once it has.
+        await failpoints.hit("order.before_commit")
+        created = await self._pool.fetchval(
+            CREATE_IF_NEW, order.idempotency_key, order.id, order.saga_id, order.customer_id, order.total_amount,
+            order.currency, [line.sku for line in order.lines], [line.quantity for line in order.lines],
+            [line.unit_price for line in order.lines],
+        )  # fmt: skip
+        await failpoints.hit("order.after_commit")
+        return bool(created)
+
+    async def confirm_if_new(self, key: str, saga_id: uuid.UUID, order_id: uuid.UUID) -> domain.Order | None:
+        await failpoints.hit("order.before_commit")
+        confirmed = _order(await self._pool.fetchrow(CONFIRM_IF_NEW, key, saga_id, order_id))
+        await failpoints.hit("order.after_commit")
+        return confirmed
+
+    async def cancel_if_new(self, key: str, saga_id: uuid.UUID, action_key: str) -> tuple[bool, domain.Order | None]:
+        await failpoints.hit("order.before_commit")
+        row = await self._pool.fetchrow(CANCEL_IF_NEW, key, saga_id, action_key)
+        await failpoints.hit("order.after_commit")
+        if row is None:
+            return False, None
+        return True, (_order(row) if row["outcome"] == "cancelled" else None)
 
     async def get(self, order_id: uuid.UUID) -> domain.Order | None:
         return _order(await self._pool.fetchrow(SELECT_ORDER_BY_ID, order_id))

@@ -71,6 +71,11 @@ VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING idempotency_key"""
 
+# The whole capture in one round trip when the key is new and the account can pay (migration 0002);
+# false when the general path must decide.
+_CAPTURE_IF_NEW: Final = "SELECT payment_capture_if_new($1, $2, $3, $4, $5, $6, $7)"
+_REFUND_IF_NEW: Final = "SELECT * FROM payment_refund_if_new($1, $2, $3, $4, $5)"
+
 _GET_PAYMENT: Final = """
 SELECT id, saga_id, idempotency_key, customer_id, amount, currency, status FROM payments WHERE id = $1"""
 
@@ -171,6 +176,30 @@ class PostgresLedger:
                 yield PostgresTransaction(connection)
                 await failpoints.hit("payment.before_commit")
             await failpoints.hit("payment.after_commit")
+
+    async def capture_if_new(self, payment: domain.Payment) -> bool:
+        # One statement is its own transaction: "before commit" is before it leaves, "after" once it has.
+        await failpoints.hit("payment.before_commit")
+        captured = await self._pool.fetchval(
+            _CAPTURE_IF_NEW, _ACTION_LOCK_SPACE, payment.idempotency_key, payment.id, payment.saga_id,
+            payment.customer_id, payment.amount, payment.currency,
+        )  # fmt: skip
+        await failpoints.hit("payment.after_commit")
+        return bool(captured)
+
+    async def refund_if_new(self, command: domain.RefundCommand) -> domain.RefundOutcome | None:
+        await failpoints.hit("payment.before_commit")
+        try:
+            row = await self._pool.fetchrow(
+                _REFUND_IF_NEW, _ACTION_LOCK_SPACE, command.idempotency_key, command.saga_id,
+                command.action_idempotency_key, command.reason,
+            )  # fmt: skip
+        except asyncpg.UniqueViolationError:  # the refund key answered another action meanwhile: nothing changed
+            return None
+        await failpoints.hit("payment.after_commit")
+        if row is None:
+            return None
+        return domain.RefundOutcome(payment_id=row["refunded_payment"], refunded_amount=row["refunded"])
 
     async def get_payment(self, payment_id: uuid.UUID) -> domain.Payment | None:
         row = await self._pool.fetchrow(_GET_PAYMENT, payment_id)

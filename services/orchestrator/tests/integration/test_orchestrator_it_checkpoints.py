@@ -1,0 +1,121 @@
+"""Checkpoints of many sagas share statements (group commit) and each stays fenced on its own row.
+
+Real PostgreSQL, real asyncpg pools. The repository's pool has one connection and notes every statement
+it sends, so "shared" is counted, not assumed.
+"""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+
+from orchestrator import definitions, ports
+from orchestrator.adapters.postgres import PostgresSagaRepository
+from orchestrator.bootstrap import MIGRATIONS_DIR
+from orchestrator.domain import errors
+from orchestrator.domain.model import Saga
+
+LONG = timedelta(seconds=60)
+PAYLOAD = {
+    "customer_id": "11111111-1111-4111-8111-111111111111",
+    "items": [{"sku": "SKU-WIDGET", "quantity": 1, "unit_price": "9.99"}],
+    "currency": "USD",
+}
+
+
+@pytest.fixture
+async def database(make_database: Any) -> str:
+    url: str = await make_database(MIGRATIONS_DIR)
+    return url
+
+
+@pytest.fixture
+async def db(database: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(database)
+    yield connection
+    await connection.close()
+
+
+async def owned_sagas(repo: PostgresSagaRepository, n: int, owner: str = "owner-a") -> list[ports.Claimed]:
+    definition = definitions.registry().latest(definitions.ORDER_SAGA)
+    assert definition is not None
+    claimed = []
+    for _ in range(n):
+        now = datetime.now(UTC)
+        saga = Saga.new(str(uuid.uuid4()), definition, dict(PAYLOAD), now)
+        saga.start(now)
+        created = await repo.create(saga, f"key-{saga.id}", "hash", owner, LONG)
+        assert created.lease is not None
+        claimed.append(ports.Claimed(saga, created.lease, None))
+    return claimed
+
+
+def move(saga: Saga, note: str) -> None:
+    """One engine-like move: the first step succeeds, which also records events."""
+    saga.step_succeeded(saga.steps[0], {"order_id": note}, {"order_id": note}, datetime.now(UTC))
+
+
+async def test_concurrent_saves_share_statements_and_every_one_lands_with_its_steps_and_events(
+    database: str, db: asyncpg.Connection, statement_log: Any
+) -> None:
+    repo = PostgresSagaRepository(await statement_log.pool(database), definitions.registry())
+    [warm_up, *sagas] = await owned_sagas(repo, 21)
+    await repo.save(warm_up.saga, warm_up.lease, LONG)
+    for c in sagas:
+        move(c.saga, c.saga.id)
+    statement_log.sent.clear()  # the first save also read the types of the statement's parameters
+    flags = await asyncio.gather(*(repo.save(c.saga, c.lease, LONG) for c in sagas))
+    assert flags == [False] * 20
+    # All twenty were queued before the sender first ran: one statement, one commit (it was twenty).
+    assert statement_log.sent == ["WITH"]
+    rows = await db.fetch(
+        "SELECT s.id, s.revision, st.response->>'order_id' AS order_id FROM sagas s "
+        "JOIN saga_steps st ON st.saga_id = s.id AND st.position = 0"
+    )
+    stored = {str(r["id"]): (r["revision"], r["order_id"]) for r in rows if str(r["id"]) != warm_up.saga.id}
+    assert stored == {c.saga.id: (1, c.saga.id) for c in sagas}
+    events = await db.fetch(
+        "SELECT saga_id, fence, owner_id FROM saga_events WHERE kind = 'step' AND to_status = 'SUCCEEDED'"
+    )
+    assert sorted(str(e["saga_id"]) for e in events) == sorted(c.saga.id for c in sagas)
+    assert {(e["fence"], e["owner_id"]) for e in events} == {(1, "owner-a")}
+
+
+async def test_in_a_shared_statement_a_stale_fence_is_refused_and_only_its_saga_loses_its_lease(
+    database: str, db: asyncpg.Connection, statement_log: Any
+) -> None:
+    repo = PostgresSagaRepository(await statement_log.pool(database), definitions.registry())
+    sagas = await owned_sagas(repo, 6)
+    taken = sagas[3]
+    # Another instance took saga 3 meanwhile (its lease expired): fence 2 is theirs.
+    await db.execute("UPDATE sagas SET owner_id = 'owner-b', fence = 2 WHERE id = $1", uuid.UUID(taken.saga.id))
+    for c in sagas:
+        move(c.saga, "stale" if c is taken else "ok")
+    results = await asyncio.gather(*(repo.save(c.saga, c.lease, LONG) for c in sagas), return_exceptions=True)
+    assert [type(r) for r in results] == [bool, bool, bool, errors.LeaseLost, bool, bool]
+    untouched = await db.fetchrow(
+        "SELECT s.revision, st.status FROM sagas s JOIN saga_steps st ON st.saga_id = s.id AND st.position = 0 "
+        "WHERE s.id = $1",
+        uuid.UUID(taken.saga.id),
+    )
+    assert (untouched["revision"], untouched["status"]) == (0, "EXECUTING")
+    landed = await db.fetchval("SELECT count(*) FROM sagas WHERE revision = 1")
+    assert landed == 5
+
+
+async def test_a_checkpoint_the_database_refuses_fails_only_its_own_saga(
+    database: str, db: asyncpg.Connection, statement_log: Any
+) -> None:
+    repo = PostgresSagaRepository(await statement_log.pool(database), definitions.registry())
+    sagas = await owned_sagas(repo, 5)
+    for c in sagas:
+        move(c.saga, "ok")
+    sagas[2].saga.context["note"] = "\u0000"  # jsonb cannot hold NUL: a permanent error for this one save
+    results = await asyncio.gather(*(repo.save(c.saga, c.lease, LONG) for c in sagas), return_exceptions=True)
+    assert isinstance(results[2], asyncpg.PostgresError)
+    assert [r for i, r in enumerate(results) if i != 2] == [False] * 4
+    assert await db.fetchval("SELECT count(*) FROM sagas WHERE revision = 1") == 4
