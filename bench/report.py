@@ -136,7 +136,8 @@ def plots(r: dict[str, Any], baseline: dict[str, Any] | None) -> list[str]:
 
 def _commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        command = ["git", "describe", "--always", "--dirty", "--abbrev=7"]
+        out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
         return out.stdout.strip() or "unknown"
     except OSError:
         return "unknown"
