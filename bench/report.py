@@ -169,8 +169,8 @@ def page(r: dict[str, Any], baseline: dict[str, Any] | None) -> str:
             str(p["total_cpu_ms_per_saga"]), str(p["durable_commits_per_saga"]),
         ])  # fmt: skip
     baseline_note = (
-        f"The *before* column is the run recorded at commit `{baseline['commit']}` ({baseline['at'][:10]}) with the "
-        "same command, kept in `bench/baseline.json`."
+        f"The *before* columns are the code of commit `{baseline['commit'].removesuffix('-dirty')}` measured by this "
+        f"same harness on the same machine ({baseline['at'][:16]} UTC), kept in `bench/baseline.json`."
         if baseline
         else "No baseline was given (`--baseline`), so there is no *before* column."
     )

@@ -5,6 +5,21 @@
 -- committed. Outside the common case they change nothing and answer false (no row), and the caller
 -- decides through the general path (replay, tombstone, reused key, unknown or final order).
 
+-- One order with its lines in request order, as parallel arrays: the shape the service reads orders in
+-- (_ORDER_WITH_LINES), answered by the functions below.
+CREATE FUNCTION order_with_lines(p_order_id uuid)
+RETURNS TABLE (
+    id uuid, saga_id uuid, idempotency_key text, customer_id uuid, status text, total_amount numeric,
+    currency text, skus text [], quantities integer [], prices numeric []
+)
+LANGUAGE sql STABLE AS $$
+    SELECT o.id, o.saga_id, o.idempotency_key, o.customer_id, o.status, o.total_amount, o.currency,
+           ARRAY(SELECT i.sku FROM order_items AS i WHERE i.order_id = o.id ORDER BY i.line_no),
+           ARRAY(SELECT i.quantity FROM order_items AS i WHERE i.order_id = o.id ORDER BY i.line_no),
+           ARRAY(SELECT i.unit_price FROM order_items AS i WHERE i.order_id = o.id ORDER BY i.line_no)
+    FROM orders AS o WHERE o.id = p_order_id
+$$;
+
 -- A CreateOrder key with no order and no tombstone: the order and its lines, as the caller built them.
 CREATE FUNCTION order_create_if_new(
     p_key text,
@@ -54,11 +69,7 @@ BEGIN
     INSERT INTO order_receipts (operation, idempotency_key, saga_id, target, order_id)
     VALUES ('CONFIRM', p_key, p_saga_id, p_order_id::text, p_order_id);
     RETURN QUERY
-    SELECT o.id, o.saga_id, o.idempotency_key, o.customer_id, o.status, o.total_amount, o.currency,
-           ARRAY(SELECT i.sku FROM order_items AS i WHERE i.order_id = o.id ORDER BY i.line_no),
-           ARRAY(SELECT i.quantity FROM order_items AS i WHERE i.order_id = o.id ORDER BY i.line_no),
-           ARRAY(SELECT i.unit_price FROM order_items AS i WHERE i.order_id = o.id ORDER BY i.line_no)
-    FROM orders AS o WHERE o.id = p_order_id;
+    SELECT * FROM order_with_lines(p_order_id);
 END
 $$;
 
@@ -99,10 +110,6 @@ BEGIN
     INSERT INTO order_receipts (operation, idempotency_key, saga_id, target, order_id)
     VALUES ('CANCEL', p_key, p_saga_id, p_action_key, v_id);
     RETURN QUERY
-    SELECT 'cancelled', o.id, o.saga_id, o.idempotency_key, o.customer_id, o.status, o.total_amount, o.currency,
-           ARRAY(SELECT i.sku FROM order_items AS i WHERE i.order_id = o.id ORDER BY i.line_no),
-           ARRAY(SELECT i.quantity FROM order_items AS i WHERE i.order_id = o.id ORDER BY i.line_no),
-           ARRAY(SELECT i.unit_price FROM order_items AS i WHERE i.order_id = o.id ORDER BY i.line_no)
-    FROM orders AS o WHERE o.id = v_id;
+    SELECT 'cancelled', o.* FROM order_with_lines(v_id) AS o;
 END
 $$;

@@ -6,48 +6,22 @@ it sends, so "shared" is counted, not assumed.
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import pytest
 
 from orchestrator import definitions, ports
 from orchestrator.adapters.postgres import PostgresSagaRepository
-from orchestrator.bootstrap import MIGRATIONS_DIR
 from orchestrator.domain import errors
 from orchestrator.domain.model import Saga
-
-LONG = timedelta(seconds=60)
-PAYLOAD = {
-    "customer_id": "11111111-1111-4111-8111-111111111111",
-    "items": [{"sku": "SKU-WIDGET", "quantity": 1, "unit_price": "9.99"}],
-    "currency": "USD",
-}
-
-
-@pytest.fixture
-async def database(make_database: Any) -> str:
-    url: str = await make_database(MIGRATIONS_DIR)
-    return url
-
-
-@pytest.fixture
-async def db(database: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(database)
-    yield connection
-    await connection.close()
+from services.orchestrator.tests.integration.test_orchestrator_it_ownership import LONG, new_saga
 
 
 async def owned_sagas(repo: PostgresSagaRepository, n: int, owner: str = "owner-a") -> list[ports.Claimed]:
-    definition = definitions.registry().latest(definitions.ORDER_SAGA)
-    assert definition is not None
     claimed = []
     for _ in range(n):
-        now = datetime.now(UTC)
-        saga = Saga.new(str(uuid.uuid4()), definition, dict(PAYLOAD), now)
-        saga.start(now)
+        saga = new_saga(start=True)
         created = await repo.create(saga, f"key-{saga.id}", "hash", owner, LONG)
         assert created.lease is not None
         claimed.append(ports.Claimed(saga, created.lease, None))

@@ -11,14 +11,12 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import asyncpg
 import pytest
 
 from orchestrator import definitions, ports
 from orchestrator.adapters.postgres import PostgresSagaRepository
-from orchestrator.bootstrap import MIGRATIONS_DIR
 from orchestrator.domain import errors
 from orchestrator.domain.model import Saga, SagaStatus, StepStatus
 
@@ -42,12 +40,6 @@ class Instance:
 
 
 @pytest.fixture
-async def database(make_database: Any) -> str:
-    url: str = await make_database(MIGRATIONS_DIR)
-    return url
-
-
-@pytest.fixture
 async def instances(database: str) -> AsyncIterator[Callable[[], Awaitable[Instance]]]:
     pools: list[asyncpg.Pool] = []
 
@@ -60,14 +52,6 @@ async def instances(database: str) -> AsyncIterator[Callable[[], Awaitable[Insta
     yield make
     for pool in pools:
         await pool.close()
-
-
-@pytest.fixture
-async def db(database: str) -> AsyncIterator[asyncpg.Connection]:
-    """A plain connection for checking what was committed."""
-    connection = await asyncpg.connect(database)
-    yield connection
-    await connection.close()
 
 
 def new_saga(*, start: bool = False, next_attempt_at: datetime | None = None) -> Saga:

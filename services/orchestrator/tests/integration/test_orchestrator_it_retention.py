@@ -22,7 +22,6 @@ from prometheus_client import REGISTRY
 
 from orchestrator import bootstrap, definitions, usecases
 from orchestrator.adapters.postgres import PostgresSagaRepository
-from orchestrator.bootstrap import MIGRATIONS_DIR
 from orchestrator.config import RetentionSettings
 from orchestrator.domain import errors
 from orchestrator.domain.breaker import BreakerPolicy
@@ -45,12 +44,6 @@ PAYLOAD = {
     "items": [{"sku": "SKU-WIDGET", "quantity": 2, "unit_price": "9.99"}],
     "currency": "USD",
 }
-
-
-@pytest.fixture
-async def database(make_database: Any) -> str:
-    url: str = await make_database(MIGRATIONS_DIR)
-    return url
 
 
 @pytest.fixture
