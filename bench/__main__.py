@@ -27,7 +27,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -166,6 +166,30 @@ class Watcher:
             await asyncio.sleep(0.005)
 
 
+async def start(
+    target: httpx.AsyncClient,
+    payload: dict[str, Any],
+    headers: dict[str, str],
+    fallback: Callable[[], httpx.AsyncClient],
+    retried: list[int],
+) -> httpx.Response:
+    """POST one start; a broken connection is retried twice with the same key, on `fallback()`.
+
+    The connection broke under this request (the instance died, or a kept-alive connection was closed as it
+    was reused): a client retries with the same key, on the surviving instance after a kill, and gets the
+    saga already accepted (200) or a new one (202).
+    """
+    for attempt in range(3):
+        try:
+            return await target.post("/v1/sagas", json=payload, headers=headers)
+        except httpx.TransportError:
+            if attempt == 2:
+                raise
+            retried.append(attempt)
+            target = fallback()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 async def drive(
     supervisor: stack.Supervisor,
     n: int,
@@ -194,14 +218,11 @@ async def drive(
                 killed["at"] = time.time()
             target = clients[1] if killed else clients[i % 2]
             payload, headers = body(rng.random() < decline), {"Idempotency-Key": str(uuid.uuid4())}
-            try:
-                response = await target.post("/v1/sagas", json=payload, headers=headers)
-            except httpx.TransportError:
-                # The connection broke under this request (the instance died, or a kept-alive connection was
-                # closed as it was reused): a client retries once with the same key, on the surviving
-                # instance after a kill, and gets the saga already accepted (200) or a new one (202).
-                retried.append(i)
-                response = await (clients[1] if killed else target).post("/v1/sagas", json=payload, headers=headers)
+
+            def fallback(first: httpx.AsyncClient = target) -> httpx.AsyncClient:
+                return clients[1] if killed else first
+
+            response = await start(target, payload, headers, fallback, retried)
             if response.status_code not in (200, 202):
                 raise RuntimeError(f"start failed: {response.status_code} {response.text}")
             ids.append(response.json()["id"])
