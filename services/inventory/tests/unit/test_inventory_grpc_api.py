@@ -11,21 +11,9 @@ import pytest
 from inventory_service import domain, usecases
 from inventory_service.adapters import grpc_api
 from sagaline_contracts.inventory.v1 import inventory_pb2
+from servicekit.testing import Aborted, Context
 
 SAGA = "11111111-1111-4111-8111-111111111111"
-
-
-class Aborted(Exception):
-    """What `context.abort` raises in grpc.aio: the RPC ends with this status."""
-
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(details)
-        self.code = code
-
-
-class Context:
-    async def abort(self, code: grpc.StatusCode, details: str) -> None:
-        raise Aborted(code, details)
 
 
 @pytest.fixture

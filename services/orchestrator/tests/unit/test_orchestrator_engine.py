@@ -244,16 +244,6 @@ class FakeRepository:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def participants(clock: FakeClock) -> FakeParticipants:
-    return FakeParticipants(clock)
-
-
-@pytest.fixture
 def repo() -> FakeRepository:
     return FakeRepository()
 

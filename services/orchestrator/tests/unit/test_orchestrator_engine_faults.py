@@ -55,16 +55,6 @@ def make_engine(repo: FakeRepository, participants: FakeParticipants, clock: Fak
     return Engine(repo, participants, clock, breakers, EngineConfig(lease_ttl=TTL), rand=lambda: 0.5)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def participants(clock: FakeClock) -> FakeParticipants:
-    return FakeParticipants(clock)
-
-
 @pytest.mark.parametrize("committed", [False, True], ids=["save lost", "answer lost after the commit"])
 async def test_an_unconfirmed_save_is_repeated_until_it_lands_and_the_saga_goes_on(
     participants: FakeParticipants, clock: FakeClock, committed: bool

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -52,16 +53,6 @@ class QueueRepository(FakeRepository):
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def participants(clock: FakeClock) -> FakeParticipants:
-    return FakeParticipants(clock)
-
-
-@pytest.fixture
 def repo() -> QueueRepository:
     return QueueRepository()
 
@@ -75,6 +66,28 @@ def engine(repo: QueueRepository, participants: FakeParticipants, clock: FakeClo
 @pytest.fixture
 def service(repo: QueueRepository, clock: FakeClock) -> usecases.SagaService:
     return usecases.SagaService(repo, definitions.registry(), clock, operator=repo)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class World:
+    """The fakes one test drives: an engine and the queue's use cases over one repository."""
+
+    engine: Engine
+    repo: QueueRepository
+    participants: FakeParticipants
+    clock: FakeClock
+    service: usecases.SagaService
+
+
+@pytest.fixture
+def w(
+    engine: Engine,
+    repo: QueueRepository,
+    participants: FakeParticipants,
+    clock: FakeClock,
+    service: usecases.SagaService,
+) -> World:
+    return World(engine, repo, participants, clock, service)
 
 
 def written(repo: QueueRepository, saga_id: str) -> tuple[int, int, str | None]:
@@ -132,13 +145,8 @@ async def failed_at_the_point_of_no_return(
 # -- retry, audited -------------------------------------------------------------------------------------
 
 
-async def test_a_retry_is_recorded_with_who_and_why_then_compensates_to_the_end(
-    engine: Engine,
-    repo: QueueRepository,
-    participants: FakeParticipants,
-    clock: FakeClock,
-    service: usecases.SagaService,
-) -> None:
+async def test_a_retry_is_recorded_with_who_and_why_then_compensates_to_the_end(w: World) -> None:
+    engine, repo, participants, clock, service = w.engine, w.repo, w.participants, w.clock, w.service
     saga = await failed_compensating(engine, repo, participants, clock)
 
     claimed = await service.retry(saga.id, "orchestrator-2", ADMIN)
@@ -153,13 +161,8 @@ async def test_a_retry_is_recorded_with_who_and_why_then_compensates_to_the_end(
 # -- retry with an edited payload -----------------------------------------------------------------------
 
 
-async def test_retry_with_an_edited_payload_resumes_forward_from_the_stuck_step_with_the_new_payload(
-    engine: Engine,
-    repo: QueueRepository,
-    participants: FakeParticipants,
-    clock: FakeClock,
-    service: usecases.SagaService,
-) -> None:
+async def test_retry_with_an_edited_payload_resumes_forward_from_the_stuck_step_with_the_new_payload(w: World) -> None:
+    engine, repo, participants, clock, service = w.engine, w.repo, w.participants, w.clock, w.service
     saga = await failed_forward(engine, repo, participants, clock)
     edited = {**PAYLOAD, "currency": "EUR"}
 
@@ -179,13 +182,8 @@ async def test_retry_with_an_edited_payload_resumes_forward_from_the_stuck_step_
     )
 
 
-async def test_an_edited_payload_is_validated_like_a_start_and_a_refusal_writes_nothing(
-    engine: Engine,
-    repo: QueueRepository,
-    participants: FakeParticipants,
-    clock: FakeClock,
-    service: usecases.SagaService,
-) -> None:
+async def test_an_edited_payload_is_validated_like_a_start_and_a_refusal_writes_nothing(w: World) -> None:
+    engine, repo, participants, clock, service = w.engine, w.repo, w.participants, w.clock, w.service
     saga = await failed_forward(engine, repo, participants, clock)
     before = written(repo, saga.id)
 
@@ -197,13 +195,8 @@ async def test_an_edited_payload_is_validated_like_a_start_and_a_refusal_writes_
     assert repo.rows[saga.id].saga.payload == saga.payload
 
 
-async def test_retry_with_an_edited_payload_is_refused_once_compensation_has_begun(
-    engine: Engine,
-    repo: QueueRepository,
-    participants: FakeParticipants,
-    clock: FakeClock,
-    service: usecases.SagaService,
-) -> None:
+async def test_retry_with_an_edited_payload_is_refused_once_compensation_has_begun(w: World) -> None:
+    engine, repo, participants, clock, service = w.engine, w.repo, w.participants, w.clock, w.service
     saga = await failed_compensating(engine, repo, participants, clock)
     before = written(repo, saga.id)
 
@@ -215,13 +208,8 @@ async def test_retry_with_an_edited_payload_is_refused_once_compensation_has_beg
 # -- skip a step ----------------------------------------------------------------------------------------
 
 
-async def test_skipping_a_failed_compensation_records_its_output_and_compensates_the_rest(
-    engine: Engine,
-    repo: QueueRepository,
-    participants: FakeParticipants,
-    clock: FakeClock,
-    service: usecases.SagaService,
-) -> None:
+async def test_skipping_a_failed_compensation_records_its_output_and_compensates_the_rest(w: World) -> None:
+    engine, repo, participants, clock, service = w.engine, w.repo, w.participants, w.clock, w.service
     saga = await failed_compensating(engine, repo, participants, clock)
     calls = len(participants.calls)
 
@@ -236,13 +224,8 @@ async def test_skipping_a_failed_compensation_records_its_output_and_compensates
     assert actions(repo, saga.id)[0]["phase"] == "compensation"
 
 
-async def test_skipping_the_confirmation_past_the_point_of_no_return_completes_the_saga(
-    engine: Engine,
-    repo: QueueRepository,
-    participants: FakeParticipants,
-    clock: FakeClock,
-    service: usecases.SagaService,
-) -> None:
+async def test_skipping_the_confirmation_past_the_point_of_no_return_completes_the_saga(w: World) -> None:
+    engine, repo, participants, clock, service = w.engine, w.repo, w.participants, w.clock, w.service
     saga = await failed_at_the_point_of_no_return(engine, repo, participants, clock)
 
     claimed = await service.skip_step(saga.id, "confirm_order", {"confirmed": "by phone"}, "orchestrator-2", ADMIN)
@@ -253,13 +236,8 @@ async def test_skipping_the_confirmation_past_the_point_of_no_return_completes_t
     assert not any(c.method in ("RefundPayment", "ReleaseStock", "CancelOrder") for c in participants.calls)
 
 
-async def test_only_the_stuck_step_can_be_skipped_and_a_forward_skip_must_feed_the_later_steps(
-    engine: Engine,
-    repo: QueueRepository,
-    participants: FakeParticipants,
-    clock: FakeClock,
-    service: usecases.SagaService,
-) -> None:
+async def test_only_the_stuck_step_can_be_skipped_and_a_forward_skip_must_feed_the_later_steps(w: World) -> None:
+    engine, repo, participants, clock, service = w.engine, w.repo, w.participants, w.clock, w.service
     # Past its deadline during create_order's backoff: FAILED with create_order still executing.
     participants.will("order", "CreateOrder", transient())
     saga, lease = await start_saga(repo, clock, short_deadline(0.05), on_timeout=OnTimeout.FAIL)
@@ -276,13 +254,8 @@ async def test_only_the_stuck_step_can_be_skipped_and_a_forward_skip_must_feed_t
     assert written(repo, saga.id) == before
 
 
-async def test_a_forward_skip_with_a_sufficient_output_goes_on_with_the_next_step(
-    engine: Engine,
-    repo: QueueRepository,
-    participants: FakeParticipants,
-    clock: FakeClock,
-    service: usecases.SagaService,
-) -> None:
+async def test_a_forward_skip_with_a_sufficient_output_goes_on_with_the_next_step(w: World) -> None:
+    engine, repo, participants, clock, service = w.engine, w.repo, w.participants, w.clock, w.service
     saga = await failed_forward(engine, repo, participants, clock)
 
     output = {"payment_id": "paid-by-hand"}
@@ -297,13 +270,8 @@ async def test_a_forward_skip_with_a_sufficient_output_goes_on_with_the_next_ste
 # -- force compensation ---------------------------------------------------------------------------------
 
 
-async def test_forcing_compensation_of_a_saga_that_failed_going_forward_undoes_it_in_reverse(
-    engine: Engine,
-    repo: QueueRepository,
-    participants: FakeParticipants,
-    clock: FakeClock,
-    service: usecases.SagaService,
-) -> None:
+async def test_forcing_compensation_of_a_saga_that_failed_going_forward_undoes_it_in_reverse(w: World) -> None:
+    engine, repo, participants, clock, service = w.engine, w.repo, w.participants, w.clock, w.service
     saga = await failed_forward(engine, repo, participants, clock)
 
     claimed = await service.force_compensation(saga.id, "orchestrator-2", ADMIN)
@@ -317,12 +285,9 @@ async def test_forcing_compensation_of_a_saga_that_failed_going_forward_undoes_i
 
 
 async def test_forcing_compensation_past_the_point_of_no_return_is_refused_with_the_reason_and_writes_nothing(
-    engine: Engine,
-    repo: QueueRepository,
-    participants: FakeParticipants,
-    clock: FakeClock,
-    service: usecases.SagaService,
+    w: World,
 ) -> None:
+    engine, repo, participants, clock, service = w.engine, w.repo, w.participants, w.clock, w.service
     saga = await failed_at_the_point_of_no_return(engine, repo, participants, clock)
     before = written(repo, saga.id)
 
@@ -334,13 +299,8 @@ async def test_forcing_compensation_past_the_point_of_no_return_is_refused_with_
 # -- resolve --------------------------------------------------------------------------------------------
 
 
-async def test_resolving_marks_the_saga_handled_without_acting_and_it_takes_no_further_action(
-    engine: Engine,
-    repo: QueueRepository,
-    participants: FakeParticipants,
-    clock: FakeClock,
-    service: usecases.SagaService,
-) -> None:
+async def test_resolving_marks_the_saga_handled_without_acting_and_it_takes_no_further_action(w: World) -> None:
+    engine, repo, participants, clock, service = w.engine, w.repo, w.participants, w.clock, w.service
     saga = await failed_compensating(engine, repo, participants, clock)
     calls = len(participants.calls)
 
@@ -387,13 +347,8 @@ async def test_no_action_touches_a_saga_that_is_not_failed_or_does_not_exist(
         await service.resolve(str(uuid.uuid4()), "orchestrator-2", ADMIN)
 
 
-async def test_an_action_never_writes_over_a_live_owner(
-    engine: Engine,
-    repo: QueueRepository,
-    participants: FakeParticipants,
-    clock: FakeClock,
-    service: usecases.SagaService,
-) -> None:
+async def test_an_action_never_writes_over_a_live_owner(w: World) -> None:
+    engine, repo, participants, clock, service = w.engine, w.repo, w.participants, w.clock, w.service
     saga = await failed_compensating(engine, repo, participants, clock)
     repo.take_over(saga.id, "orchestrator-9")  # someone holds it (e.g. another person's retry, running)
     before = written(repo, saga.id)

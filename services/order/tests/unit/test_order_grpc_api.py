@@ -3,7 +3,7 @@ error answered with its one status code (the servicer is called directly, with a
 
 import itertools
 import uuid
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 import pytest
@@ -11,22 +11,10 @@ import pytest
 from order_service import domain, usecases
 from order_service.adapters import grpc_api
 from sagaline_contracts.order.v1 import order_pb2
+from servicekit.testing import Aborted, Context
 
 SAGA = str(uuid.UUID(int=100))
 CUSTOMER = str(uuid.UUID(int=200))
-
-
-class Aborted(Exception):
-    """What `context.abort` raises in grpc.aio, standing in for the RPC ending with a status."""
-
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(details)
-        self.code, self.details = code, details
-
-
-class Context:
-    async def abort(self, code: grpc.StatusCode, details: str) -> NoReturn:
-        raise Aborted(code, details)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import pytest
 from payment_service import domain, usecases
 from payment_service.adapters import grpc_api
 from sagaline_contracts.payment.v1 import payment_pb2
+from servicekit.testing import Aborted, Context
 
 
 @pytest.mark.parametrize(
@@ -41,19 +42,6 @@ def test_service_name_matches_the_proto_package() -> None:
 
 CUSTOMER = uuid.UUID("33333333-3333-4333-8333-333333333333")
 SAGA = "99999999-9999-4999-8999-999999999999"
-
-
-class Aborted(Exception):
-    """What `context.abort` raises in grpc.aio: the RPC ends with this status."""
-
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(details)
-        self.code = code
-
-
-class Context:
-    async def abort(self, code: grpc.StatusCode, details: str) -> None:
-        raise Aborted(code, details)
 
 
 @pytest.fixture
