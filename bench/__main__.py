@@ -37,6 +37,7 @@ import httpx
 import psutil
 import uvloop
 
+from bench import client
 from bench.profile import Profiles
 from sagaline import check, pg, stack
 from sagaline.otlp_sink import Sink
@@ -104,9 +105,9 @@ async def statements(supervisor: stack.Supervisor) -> dict[str, float]:
     urls = {f"orchestrator-{i + 1}": topology.orchestrator_url(i) for i in range(len(topology.orchestrator_ports))}
     urls |= {s: f"http://{topology.host}:{topology.http_ports[s]}" for s in stack.SERVICES}
     counts: dict[str, float] = {}
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(timeout=10) as scraper:
         for name, url in urls.items():
-            text = (await client.get(f"{url}/metrics")).text
+            text = (await scraper.get(f"{url}/metrics")).text
             counts[name] = sum(float(n) for op, n in _QUERY_COUNT.findall(text) if op not in ("begin", "commit"))
     return counts
 
@@ -167,12 +168,12 @@ class Watcher:
 
 
 async def start(
-    target: httpx.AsyncClient,
+    target: client.Client,
     payload: dict[str, Any],
     headers: dict[str, str],
-    fallback: Callable[[], httpx.AsyncClient],
+    fallback: Callable[[], client.Client],
     retried: list[int],
-) -> httpx.Response:
+) -> client.Response:
     """POST one start; a broken connection is retried twice with the same key, on `fallback()`.
 
     The connection broke under this request (the instance died, or a kept-alive connection was closed as it
@@ -181,8 +182,8 @@ async def start(
     """
     for attempt in range(3):
         try:
-            return await target.post("/v1/sagas", json=payload, headers=headers)
-        except httpx.TransportError:
+            return await target.post("/v1/sagas", payload, headers)
+        except client.TransportError:
             if attempt == 2:
                 raise
             retried.append(attempt)
@@ -201,7 +202,7 @@ async def drive(
 ) -> dict[str, Any]:
     """Closed loop: each of `concurrency` clients starts a saga, waits until it is terminal, starts the next."""
     topology = supervisor.topology
-    clients = [httpx.AsyncClient(base_url=topology.orchestrator_url(i), timeout=30) for i in range(2)]
+    clients = [client.Client(topology.orchestrator_url(i)) for i in range(2)]
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(n):
         queue.put_nowait(i)
@@ -219,7 +220,7 @@ async def drive(
             target = clients[1] if killed else clients[i % 2]
             payload, headers = body(rng.random() < decline), {"Idempotency-Key": str(uuid.uuid4())}
 
-            def fallback(first: httpx.AsyncClient = target) -> httpx.AsyncClient:
+            def fallback(first: client.Client = target) -> client.Client:
                 return clients[1] if killed else first
 
             response = await start(target, payload, headers, fallback, retried)
@@ -230,21 +231,21 @@ async def drive(
                 await watcher.terminal(ids[-1])
 
     await asyncio.gather(*(client_loop() for _ in range(concurrency)))
-    for client in clients:
-        await client.aclose()
+    for each in clients:
+        await each.aclose()
     return {"ids": ids, "killed_at": killed.get("at"), "client_retries": len(retried)}
 
 
 async def drive_open(supervisor: stack.Supervisor, n: int, rate: float, decline: float) -> dict[str, Any]:
     """Open loop: n starts at Poisson arrivals of `rate` per second, whatever the answers' pace (the queueing view)."""
     topology = supervisor.topology
-    clients = [httpx.AsyncClient(base_url=topology.orchestrator_url(i), timeout=30) for i in range(2)]
+    clients = [client.Client(topology.orchestrator_url(i)) for i in range(2)]
     rng = random.Random(11)
     ids: list[str] = []
 
     async def start(i: int) -> None:
         payload, headers = body(rng.random() < decline), {"Idempotency-Key": str(uuid.uuid4())}
-        response = await clients[i % 2].post("/v1/sagas", json=payload, headers=headers)
+        response = await clients[i % 2].post("/v1/sagas", payload, headers)
         if response.status_code not in (200, 202):
             raise RuntimeError(f"start failed: {response.status_code} {response.text}")
         ids.append(response.json()["id"])
@@ -256,8 +257,8 @@ async def drive_open(supervisor: stack.Supervisor, n: int, rate: float, decline:
         await asyncio.sleep(max(0.0, due - time.monotonic()))
         tasks.append(asyncio.create_task(start(i)))
     await asyncio.gather(*tasks)
-    for client in clients:
-        await client.aclose()
+    for each in clients:
+        await each.aclose()
     return {"ids": ids, "killed_at": None, "client_retries": 0}
 
 

@@ -60,13 +60,13 @@ _OPERATIONS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "BEGIN"
 def _observe(query: Any) -> None:
     # The statement's first word, once for the metric and the span; asyncpg sends `BEGIN;` and `COMMIT;`.
     verb = query.query.lstrip().split(None, 1)[0].rstrip(";").upper() if query.query.strip() else "SQL"
-    metrics.DB_QUERY_DURATION.labels(verb.lower() if verb in _OPERATIONS else "other").observe(query.elapsed)
+    metrics.labelled(metrics.DB_QUERY_DURATION, verb.lower() if verb in _OPERATIONS else "other").observe(query.elapsed)
     telemetry.sql_span(query.query, verb, query.elapsed, query.exception is not None)
 
 
-async def _on_acquire(connection: asyncpg.Connection) -> None:
-    # asyncpg drops log listeners whenever a connection returns to the pool, so the timing hook is
-    # attached at every acquire (a cheap in-memory call, no round trip).
+async def _on_connect(connection: asyncpg.Connection) -> None:
+    # Query loggers stay with a connection for its whole life (a release clears only notification and
+    # server-log listeners), so the timing hook is attached once, when the pool opens the connection.
     connection.add_query_logger(_observe)
 
 
@@ -88,7 +88,7 @@ async def create_pool(config: settings.DatabaseSettings, application_name: str =
         command_timeout=config.command_timeout.total_seconds(),
         timeout=config.connect_timeout.total_seconds(),
         server_settings={**_SERVER_SETTINGS, "application_name": application_name},
-        setup=_on_acquire,
+        init=_on_connect,
         reset=_keep_session,
     )
     if pool is None:  # pragma: no cover - asyncpg returns None only when awaited lazily

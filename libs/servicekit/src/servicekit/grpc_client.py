@@ -56,7 +56,7 @@ def _observed(service: str, name: str) -> Iterator[_Outcome]:
             raise
         finally:
             elapsed = time.perf_counter() - started
-            metrics.GRPC_REQUEST_DURATION.labels("client", service, name, outcome.code.name).observe(elapsed)
+            metrics.labelled(metrics.GRPC_REQUEST_DURATION, "client", service, name, outcome.code.name).observe(elapsed)
             span.set_attribute("rpc.grpc.status_code", outcome.code.value[0])
             if outcome.code is not grpc.StatusCode.OK:
                 span.set_status(trace.Status(trace.StatusCode.ERROR, outcome.code.name))

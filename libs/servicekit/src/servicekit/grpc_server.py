@@ -171,7 +171,7 @@ def _cancelled_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
 
 def _record(service: str, method: str, code: grpc.StatusCode, started: float) -> None:
     elapsed = time.perf_counter() - started
-    metrics.GRPC_REQUEST_DURATION.labels("server", service, method, code.name).observe(elapsed)
+    metrics.labelled(metrics.GRPC_REQUEST_DURATION, "server", service, method, code.name).observe(elapsed)
 
 
 class GrpcServer:

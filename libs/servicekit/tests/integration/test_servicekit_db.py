@@ -96,6 +96,21 @@ async def test_statement_durations_are_real_elapsed_time(pool: asyncpg.Pool) -> 
     assert after - before >= 0.1
 
 
+async def test_statements_stay_timed_on_a_connection_that_went_back_to_the_pool(pg_server: str) -> None:
+    # The timing hook is attached once per connection: it must survive every release and acquire.
+    one = await db.create_pool(_config(pg_server, min_size=1, max_size=1))
+    try:
+        for _ in range(3):
+            before = REGISTRY.get_sample_value("db_query_duration_seconds_count", {"operation": "select"}) or 0.0
+            async with one.acquire() as connection:
+                await connection.fetchval("SELECT 1")
+            await asyncio.sleep(0)  # the hook runs as a callback of the loop
+            after = REGISTRY.get_sample_value("db_query_duration_seconds_count", {"operation": "select"}) or 0.0
+            assert after == before + 1
+    finally:
+        await one.close()
+
+
 async def test_ping_is_true_on_a_live_pool(pool: asyncpg.Pool) -> None:
     assert await db.ping(pool) is True
 

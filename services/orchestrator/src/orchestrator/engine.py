@@ -33,6 +33,7 @@ from orchestrator.domain.breaker import BreakerPolicy, BreakerState, CircuitBrea
 from orchestrator.domain.definition import Call
 from orchestrator.domain.model import OnTimeout, Saga, SagaStatus, Step
 from servicekit import failpoints, logging
+from servicekit.metrics import labelled
 
 log = logging.get_logger(__name__)
 tracer = trace.get_tracer("sagaline.orchestrator")
@@ -59,7 +60,7 @@ class Breakers:
     def publish(self) -> None:
         """Export every breaker's state as a gauge."""
         for service, breaker in self._by_service.items():
-            metrics.BREAKER_STATE.labels(service).set(_BREAKER_GAUGE[breaker.state])
+            labelled(metrics.BREAKER_STATE, service).set(_BREAKER_GAUGE[breaker.state])
 
 
 @dataclass(frozen=True)
@@ -273,7 +274,7 @@ class Engine:
             span.set_attribute("saga.outcome", status)
         if not compensating and step.attempts == 1:
             step.request = request
-        metrics.STEP_DURATION.labels(step.name, status).observe(self._clock.monotonic() - started)
+        labelled(metrics.STEP_DURATION, step.name, status).observe(self._clock.monotonic() - started)
         return outcome
 
     async def _invoke(
@@ -408,9 +409,9 @@ class Engine:
 
 def _record_terminal(saga: Saga, now: datetime) -> None:
     saga_type = saga.definition.saga_type
-    metrics.SAGA_TOTAL.labels(saga_type, saga.status.value).inc()
+    labelled(metrics.SAGA_TOTAL, saga_type, saga.status.value).inc()
     if saga.created_at is not None:
-        metrics.SAGA_DURATION.labels(saga_type, saga.status.value).observe((now - saga.created_at).total_seconds())
+        labelled(metrics.SAGA_DURATION, saga_type, saga.status.value).observe((now - saga.created_at).total_seconds())
     log.info("saga finished", saga_id=saga.id, status=saga.status, error=saga.error)
 
 

@@ -474,6 +474,11 @@ async def test_the_list_is_newest_first_with_cursor_pagination_and_filters(fresh
     listed = [saga_id for page in pages for saga_id in page]
     assert listed == list(reversed(created))
 
+    # The instance stamps its sagas on its database-anchored clock, which may lead the database's own by
+    # up to half the round trip of its last sync: the seed must come after the newest of them.
+    newest = await api.db.fetchval("SELECT max(created_at) FROM sagas")
+    while await api.db.fetchval("SELECT clock_timestamp()") <= newest:
+        await asyncio.sleep(0.01)
     done = await api.seed(SagaStatus.COMPLETED)
     only_done = (await api.http.get("/v1/sagas", params={"status": "COMPLETED"}, headers=CLIENT)).json()
     assert [item["id"] for item in only_done["items"]] == [done]

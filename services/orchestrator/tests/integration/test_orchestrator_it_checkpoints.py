@@ -93,3 +93,38 @@ async def test_a_checkpoint_the_database_refuses_fails_only_its_own_saga(
     assert isinstance(results[2], asyncpg.PostgresError)
     assert [r for i, r in enumerate(results) if i != 2] == [False] * 4
     assert await db.fetchval("SELECT count(*) FROM sagas WHERE revision = 1") == 4
+
+
+async def _hot_and_cold_updates(pool: asyncpg.Pool, db: asyncpg.Connection) -> tuple[int, int]:
+    """The `sagas` table's (HOT, all) updates so far, once the pool's backend has reported them."""
+    async with pool.acquire() as connection:
+        await connection.execute("SELECT pg_stat_force_next_flush()")  # reported when the backend idles
+    for _ in range(50):
+        row = await db.fetchrow("SELECT n_tup_hot_upd, n_tup_upd FROM pg_stat_user_tables WHERE relname = 'sagas'")
+        if row["n_tup_upd"] > 0:
+            return row["n_tup_hot_upd"], row["n_tup_upd"]
+        await asyncio.sleep(0.05)
+    raise AssertionError("the updates were never reported")
+
+
+async def test_checkpoints_in_the_middle_of_a_saga_update_its_row_without_touching_an_index(
+    database: str, db: asyncpg.Connection, statement_log: Any
+) -> None:
+    # A step that begins leaves an already-due saga's next_attempt_at alone, and the table keeps room on
+    # each page: the row's update is HOT (no new entry in any of its indexes). Before, every checkpoint
+    # wrote a new entry into each of the saga's five indexes.
+    pool = await statement_log.pool(database)
+    repo = PostgresSagaRepository(pool, definitions.registry())
+    sagas = []
+    for _ in range(12):
+        saga = new_saga(start=True, next_attempt_at=datetime.now(UTC))  # due at once, as a started saga is
+        created = await repo.create(saga, f"key-{saga.id}", "hash", "owner-a", LONG)
+        assert created.lease is not None
+        sagas.append((saga, created.lease))
+    for position in (0, 1):
+        for saga, lease in sagas:
+            saga.step_succeeded(saga.steps[position], {"n": position}, {}, datetime.now(UTC))
+            await repo.save(saga, lease, LONG)
+    hot, updates = await _hot_and_cold_updates(pool, db)
+    assert updates == 24
+    assert hot >= 22, f"only {hot} of {updates} mid-saga checkpoints were HOT updates"

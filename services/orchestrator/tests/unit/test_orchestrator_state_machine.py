@@ -389,3 +389,26 @@ TestSagaMoves.settings = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+def test_a_step_that_begins_keeps_an_already_due_saga_due_from_its_earlier_time() -> None:
+    # The earlier time is just as due; keeping it leaves the indexed column alone (a HOT update).
+    saga = Saga.new(str(uuid.uuid4()), DEFINITION, PAYLOAD, T0)
+    saga.start(T0)
+    later = T0 + timedelta(seconds=5)
+
+    saga.step_succeeded(saga.steps[0], {}, {}, later)
+
+    assert saga.next_attempt_at == T0
+    assert saga.steps[1].next_attempt_at == later
+
+
+def test_a_step_that_begins_brings_a_saga_due_later_forward_to_now() -> None:
+    saga = Saga.new(str(uuid.uuid4()), DEFINITION, PAYLOAD, T0)
+    saga.start(T0)
+    saga.next_attempt_at = T0 + timedelta(minutes=1)  # e.g. a retry was scheduled
+    now = T0 + timedelta(seconds=5)
+
+    saga.step_succeeded(saga.steps[0], {}, {}, now)
+
+    assert saga.next_attempt_at == now

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import grpc
-from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from orchestrator import ports
+from orchestrator.adapters import messages
 from orchestrator.domain import errors
 from orchestrator.domain.definition import Call
 from sagaline_contracts.inventory.v1 import inventory_pb2, inventory_pb2_grpc
@@ -115,7 +115,7 @@ class GrpcParticipants:
         fields = {**request, "idempotency_key": idempotency_key, "saga_id": saga_id}
         if action_key is not None:
             fields["action_idempotency_key"] = action_key
-        message = json_format.ParseDict(fields, method.request())
+        message = messages.to_message(fields, method.request)
         rpc = getattr(self._stubs[(call.service, call.method)], call.method)
         try:
             response = await grpc_client.unary(
@@ -126,7 +126,7 @@ class GrpcParticipants:
             raise translate(exc) from exc
         except TimeoutError as exc:  # pragma: no cover - grpc reports timeouts as DEADLINE_EXCEEDED
             raise errors.TransientStepError("client-side timeout", "DEADLINE_EXCEEDED") from exc
-        return json_format.MessageToDict(response, preserving_proto_field_name=True)
+        return messages.to_dict(response)
 
     async def close(self) -> None:
         """Close every channel."""

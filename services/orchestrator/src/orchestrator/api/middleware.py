@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from orchestrator.api.inputs import clean_target, printable
 from orchestrator.api.problems import Problem, problem_response
 from orchestrator.ui import session_key
-from servicekit import health
+from servicekit import health, metrics
 
 tracer = trace.get_tracer("sagaline.orchestrator.api")
 
@@ -120,8 +120,14 @@ class Middleware:
         authenticate: Authenticator,
         *,
         protect_operator_paths: bool = False,
+        direct: dict[tuple[str, str], Any] | None = None,
     ) -> None:
+        """`direct` maps a (method, exact path) to a plain ASGI app that answers it instead of `app`.
+
+        Such a route gets everything this middleware does (authentication, checks, limit, span, metrics).
+        """
         self._app, self._readiness, self._max_body = app, readiness, max_body
+        self._direct = direct or {}
         self._authenticate, self._protect_operator_paths = authenticate, protect_operator_paths
 
     def _needs_key(self, path: str) -> bool:
@@ -209,14 +215,15 @@ class Middleware:
             f"{method} unmatched", context=propagate.extract(carrier), kind=trace.SpanKind.SERVER
         ) as span:
             try:
-                await self._app(scope, self._limited(receive), observed_send)
+                app = self._direct.get((scope["method"], scope["path"]), self._app)
+                await app(scope, self._limited(receive), observed_send)
             finally:
                 route = getattr(scope.get("route"), "path", "unmatched")
                 span.update_name(f"{method} {route}")
                 span.set_attribute("http.request.method", method)
                 span.set_attribute("http.route", route)
                 span.set_attribute("http.response.status_code", status)
-                HTTP_DURATION.labels(method, route, str(status)).observe(time.perf_counter() - started)
+                metrics.labelled(HTTP_DURATION, method, route, str(status)).observe(time.perf_counter() - started)
 
     def _limited(self, receive: Any) -> Callable[[], Awaitable[dict[str, Any]]]:
         seen = 0

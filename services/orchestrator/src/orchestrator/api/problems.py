@@ -8,6 +8,7 @@ gets a 4xx; a 5xx is a bug, except 503 with Retry-After while the database is un
 with a transient error.
 """
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -125,10 +126,10 @@ def _domain_problem(exc: errors.OrchestratorError) -> Problem:
     raise exc
 
 
-def _http_problem(request: Request, exc: StarletteHTTPException) -> Problem:
-    """Starlette's and FastAPI's HTTP errors as problems, keeping their headers."""
+def _http_problem(request: Request | None, exc: StarletteHTTPException) -> Problem:
+    """Starlette's and FastAPI's HTTP errors as problems, keeping their headers (a 405 needs the request)."""
     headers = dict(exc.headers or {})
-    if exc.status_code == 405:  # RFC 9110 section 15.5.6: a 405 lists what the path does allow
+    if exc.status_code == 405 and request is not None:  # RFC 9110 section 15.5.6: a 405 lists what the path does allow
         headers["Allow"] = _allowed(request)
     kind = _HTTP_ERRORS.get(exc.status_code)
     if kind is None:
@@ -149,16 +150,38 @@ def _allowed(request: Request) -> str:
     return ", ".join(sorted(methods))
 
 
+def problem_for(exc: Exception, path: str) -> Problem:
+    """The problem an error raised while answering a request on path means: its own, the domain's, a bug.
+
+    The one mapping for the error handlers of the app and for the route served outside FastAPI's
+    routing (`POST /v1/sagas`, see `orchestrator.api.app`).
+    """
+    # The repository translates every transient database error (unreachable, cancelled, terminated,
+    # too many connections, deadlock, serialization failure, read-only) into StoreUnavailable, once.
+    if isinstance(exc, errors.StoreUnavailable):
+        log.warning("database unavailable during request", path=path, error=repr(exc))
+        return Problem("database-unavailable", "try again shortly")
+    if isinstance(exc, Problem):
+        return exc
+    if isinstance(exc, errors.OrchestratorError):
+        with contextlib.suppress(errors.OrchestratorError):
+            return _domain_problem(exc)
+    if isinstance(exc, StarletteHTTPException) and exc.status_code != 405:
+        return _http_problem(None, exc)
+    log.error("unhandled error in request", path=path, exc_info=exc)
+    return Problem("internal-error", "an unexpected error occurred")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Answer every error `app` raises as a problem: its own, the domain's, the framework's and bugs."""
 
-    @app.exception_handler(Problem)
-    async def on_problem(request: Request, exc: Problem) -> JSONResponse:
-        return problem_response(exc, request.url.path)
+    async def on_error(request: Request, exc: Exception) -> JSONResponse:
+        return problem_response(problem_for(exc, request.url.path), request.url.path)
 
-    @app.exception_handler(errors.OrchestratorError)
-    async def on_domain(request: Request, exc: errors.OrchestratorError) -> JSONResponse:
-        return problem_response(_domain_problem(exc), request.url.path)
+    # Each kind by name: Starlette answers an `Exception` handler's errors only after a re-raise (logged
+    # as a crash by the server), so the expected ones are handled before that.
+    for kind in (Problem, errors.OrchestratorError, errors.StoreUnavailable, Exception):
+        app.add_exception_handler(kind, on_error)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -172,15 +195,3 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return problem_response(_http_problem(request, exc), request.url.path)
-
-    # The repository translates every transient database error (unreachable, cancelled, terminated,
-    # too many connections, deadlock, serialization failure, read-only) into StoreUnavailable, once.
-    @app.exception_handler(errors.StoreUnavailable)
-    async def on_database_down(request: Request, exc: Exception) -> JSONResponse:
-        log.warning("database unavailable during request", path=request.url.path, error=repr(exc))
-        return problem_response(Problem("database-unavailable", "try again shortly"), request.url.path)
-
-    @app.exception_handler(Exception)
-    async def on_bug(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error in request", path=request.url.path)
-        return problem_response(Problem("internal-error", "an unexpected error occurred"), request.url.path)

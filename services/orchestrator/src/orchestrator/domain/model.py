@@ -244,7 +244,7 @@ class Saga:
         step.attempts = 1
         step.started_at = now
         step.next_attempt_at = now
-        self.next_attempt_at = now
+        self._due_by(now)
 
     def step_succeeded(self, step: Step, response: dict[str, Any], output: dict[str, Any], now: datetime) -> None:
         """The step's action succeeded: keep its output, then start the next step or complete."""
@@ -292,7 +292,13 @@ class Saga:
         self.move_step(step, StepStatus.COMPENSATING, attempt=1)
         step.compensation_attempts = 1
         step.next_attempt_at = now
-        self.next_attempt_at = now
+        self._due_by(now)
+
+    def _due_by(self, now: datetime) -> None:
+        # Work is due at once. A saga that was already due keeps its earlier time: it is just as due, and
+        # the checkpoint then leaves the indexed column alone, so the row's update can stay HOT.
+        if self.next_attempt_at is None or self.next_attempt_at > now:
+            self.next_attempt_at = now
 
     def _compensate_next(self, now: datetime) -> None:
         if self.compensating is not None:
