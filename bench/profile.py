@@ -1,6 +1,7 @@
 """Sampling profiles of every process of the stack while the benchmark loads it (`python -m bench --profile DIR`).
 
-One `py-spy record` per process (raw collapsed stacks, idle frames dropped), started before the loaded
+One `py-spy record` per process (raw collapsed stacks, only samples of a thread holding the GIL: a
+process's Python and C-extension work, not its waits in the event loop's poll), started before the loaded
 phase and stopped with SIGINT after it, so each profile covers exactly the phase the figures describe.
 `summary` turns each file into the frames that cost the most of that process's samples: by self time
 (the innermost frame) and by inclusive time (every frame on a stack, counted once per stack).
@@ -36,7 +37,7 @@ class Profiles:
                 continue
             output = self._directory / f"{name}.txt"
             command = [spy, "record", "--pid", str(child.process.pid), "--format", "raw", "--rate", str(self._rate),
-                       "--nonblocking", "--output", str(output)]  # fmt: skip
+                       "--nonblocking", "--gil", "--output", str(output)]  # fmt: skip
             self._recorders[name] = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self) -> dict[str, str]:

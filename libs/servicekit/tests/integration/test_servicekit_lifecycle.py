@@ -1,13 +1,15 @@
 """Process lifecycle: SIGTERM stops a real process cleanly, a second signal exits at once."""
 
 import asyncio
+import gc
 import os
 import signal
 import sys
+from typing import Any
 
 import pytest
 
-from servicekit import lifecycle
+from servicekit import lifecycle, settings
 
 SERVICE = """
 import asyncio, sys
@@ -96,3 +98,21 @@ def test_run_returns_the_exit_code_of_main_after_a_signal_in_process() -> None:
             signal.signal(signum, handler)
 
     assert seen == [True]
+
+
+def test_main_keeps_what_was_loaded_before_serving_out_of_garbage_collections(monkeypatch: Any) -> None:
+    # A full collection walks every tracked object; what was imported and configured before serving
+    # lives as long as the process, so it is frozen out of them.
+    frozen_when_serving: list[int] = []
+
+    def run(_: Any) -> int:
+        frozen_when_serving.append(gc.get_freeze_count())
+        return 0
+
+    monkeypatch.setattr(lifecycle, "run", run)
+    monkeypatch.setattr(lifecycle.telemetry, "shutdown", lambda: None)
+    try:
+        assert lifecycle.main("frozen-test", settings.ServiceSettings, lambda *_: asyncio.sleep(0)) == 0
+    finally:
+        gc.unfreeze()
+    assert frozen_when_serving[0] > 10_000
