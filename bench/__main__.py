@@ -357,8 +357,8 @@ async def takeover_time(topology: stack.Topology, killed_at: float) -> float | N
     return None if first is None else round(first.timestamp() - killed_at, 2)
 
 
-def commit_ceiling(server_url: str, seconds: int = 5) -> float | None:
-    """pgbench one-row inserts at 32 clients: the machine's durable commits per second."""
+def _pgbench_inserts(server_url: str, clients: int, seconds: int) -> tuple[float, float] | None:
+    """pgbench one-row inserts (each its own durable commit) at `clients`: (commits/s, mean latency ms)."""
     name = f"bench_ceiling_{os.getpid()}"
     url = pg.with_database(server_url, name)
     uvloop.run(pg.create_database(server_url, name))
@@ -368,15 +368,27 @@ def commit_ceiling(server_url: str, seconds: int = 5) -> float | None:
             script.write("INSERT INTO t VALUES (1);\n")
             script.flush()
             out = subprocess.run(
-                ["pgbench", "-n", "-c", "32", "-j", "2", "-T", str(seconds), "-f", script.name, url],
+                ["pgbench", "-n", "-c", str(clients), "-j", "2", "-T", str(seconds), "-f", script.name, url],
                 check=True, capture_output=True, text=True,
             ).stdout  # fmt: skip
-        match = re.search(r"tps = ([\d.]+)", out)
-        return float(match.group(1)) if match else None
+        tps, latency = re.search(r"tps = ([\d.]+)", out), re.search(r"latency average = ([\d.]+) ms", out)
+        return (float(tps.group(1)), float(latency.group(1))) if tps and latency else None
     except (FileNotFoundError, subprocess.CalledProcessError):
         return None
     finally:
         uvloop.run(pg.drop_database(server_url, name))
+
+
+def commit_ceiling(server_url: str, seconds: int = 5) -> float | None:
+    """pgbench one-row inserts at 32 clients: the machine's durable commits per second."""
+    measured = _pgbench_inserts(server_url, 32, seconds)
+    return measured[0] if measured else None
+
+
+def commit_latency(server_url: str, seconds: int = 3) -> float | None:
+    """pgbench one-row inserts from one client: the milliseconds one durable commit takes, round trip included."""
+    measured = _pgbench_inserts(server_url, 1, seconds)
+    return measured[1] if measured else None
 
 
 @contextlib.asynccontextmanager
