@@ -75,12 +75,9 @@ class Sink(trace_service_pb2_grpc.TraceServiceServicer):
     async def _asgi(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await http_server.read_body(receive)
+        if body is None:
+            return  # the exporter went away mid-request: nobody to answer
         request = trace_service_pb2.ExportTraceServiceRequest()
         request.ParseFromString(body)
         self.keep(request)

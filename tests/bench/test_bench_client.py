@@ -12,6 +12,7 @@ import pytest
 import uvicorn
 
 from bench import client
+from servicekit import http_server
 
 _seen: list[tuple[str, dict[str, str], Any]] = []
 
@@ -20,12 +21,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Echo the JSON body back; /close answers with Connection: close, /chunked streams its body."""
     if scope["type"] != "http":
         return
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
+    body = await http_server.read_body(receive)
+    assert body is not None
     headers = {k.decode(): v.decode() for k, v in scope["headers"]}
     _seen.append((scope["path"], headers, json.loads(body)))
     answer = json.dumps({"echo": json.loads(body), "client": list(scope["client"])}).encode()

@@ -81,6 +81,18 @@ class TimeLimits:
         await self._app(scope, limited_receive, limited_send)
 
 
+async def read_body(receive: Any) -> bytes | None:
+    """A plain ASGI app's whole request body, or None if the client disconnected before it was all sent."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
 async def _send_request_timeout(send: Any) -> None:
     headers = [(b"content-type", b"application/problem+json"), (b"connection", b"close"),
                (b"content-length", str(len(_REQUEST_TIMEOUT)).encode())]  # fmt: skip
