@@ -33,6 +33,7 @@ async def receiver() -> AsyncIterator[tuple[Receiver, int]]:
 async def traced(pg_server: str, receiver: tuple[Receiver, int]) -> AsyncIterator[stack.Supervisor]:
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver[1]}", "OTEL_EXPORTER_OTLP_INSECURE": "true",
            "OTEL_BSP_SCHEDULE_DELAY": "100",
+           **{f"SAGALINE_{s.upper()}_TELEMETRY__SQL_SPANS": "true" for s in stack.SERVICES},  # off by default
            "SAGALINE_LOG__LEVEL": "debug"}  # step attempts are logged at debug  # fmt: skip
     async for supervisor in running_stack(pg_server, env):
         yield supervisor
